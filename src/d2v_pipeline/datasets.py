@@ -1,0 +1,159 @@
+"""Kedro datasets that write atomically to the local filesystem.
+
+Kedro's stock datasets write in place, so a run killed mid-save leaves a
+truncated file that the next run would load. These classes write to a
+temporary file next to the target and rename it over the target only when the
+write finished (see :mod:`d2v_pipeline.io`). They are used in conf/*/catalog*.yml
+as ``type: d2v_pipeline.datasets.<Name>``.
+
+Local paths only: for S3/GCS/... keep the artefacts local and use a DVC remote.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from kedro.io import AbstractDataset, DatasetError
+
+from d2v_pipeline.io import atomic_path, atomic_write
+
+
+class _LocalFileDataset(AbstractDataset):
+    """Shared plumbing: a local ``filepath``, a clear error when it is missing."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        if "://" in str(filepath) and not str(filepath).startswith("file://"):
+            raise DatasetError(
+                f"{type(self).__name__}: only local paths are supported, got {filepath!r} "
+                "(use a DVC remote for remote storage)"
+            )
+        self._filepath = Path(str(filepath).removeprefix("file://"))
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def _require(self) -> Path:
+        if not self._filepath.exists():
+            raise DatasetError(
+                f"{type(self).__name__}: {self._filepath} does not exist; "
+                "run the pipeline that produces it first"
+            )
+        return self._filepath
+
+
+class TensorDictDataset(_LocalFileDataset):
+    """A ``dict[str, torch.Tensor]`` stored as one safetensors file (no pickle involved)."""
+
+    def load(self) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        return load_file(str(self._require()))
+
+    def save(self, data: dict[str, Any]) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        if not isinstance(data, dict) or not all(
+            isinstance(v, torch.Tensor) for v in data.values()
+        ):
+            raise DatasetError(f"{self._filepath}: expected a dict of torch tensors")
+        tensors = {k: v.detach().contiguous().cpu() for k, v in data.items()}
+        with atomic_path(self._filepath) as tmp:
+            save_file(tensors, str(tmp))
+
+
+class JSONDataset(_LocalFileDataset):
+    """Any JSON-serialisable object, pretty-printed with sorted keys for stable diffs."""
+
+    def load(self) -> Any:
+        with open(self._require(), encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def save(self, data: Any) -> None:
+        atomic_write(self._filepath, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class YAMLDataset(_LocalFileDataset):
+    """A YAML document (parameters shaped like conf/base/parameters_*.yml)."""
+
+    def load(self) -> Any:
+        with open(self._require(), encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+
+    def save(self, data: Any) -> None:
+        atomic_write(self._filepath, yaml.safe_dump(data, sort_keys=False))
+
+
+class CSVDataset(_LocalFileDataset):
+    """A pandas DataFrame as CSV (the index is not written)."""
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_csv(self._require())
+
+    def save(self, data: pd.DataFrame) -> None:
+        if not isinstance(data, pd.DataFrame):
+            raise DatasetError(f"{self._filepath}: expected a pandas DataFrame, got {type(data)}")
+        buf = io.StringIO()
+        data.to_csv(buf, index=False)
+        atomic_write(self._filepath, buf.getvalue())
+
+
+class TextDataset(_LocalFileDataset):
+    """A UTF-8 string (HTML, Markdown, a tokenizer's JSON)."""
+
+    def load(self) -> str:
+        return self._require().read_text(encoding="utf-8")
+
+    def save(self, data: str) -> None:
+        atomic_write(self._filepath, data)
+
+
+class FiguresDataset(_LocalFileDataset):
+    """A ``dict[str, matplotlib.figure.Figure]`` saved as ``<folder>/<key>.png``.
+
+    The folder is written as a whole: figures go to a temporary sibling folder,
+    which then replaces the old one, so a failed save leaves the old figures.
+    Loading returns ``dict[str, Path]`` of the PNG files.
+    """
+
+    def __init__(
+        self, filepath: str, dpi: int = 110, metadata: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(filepath, metadata)
+        self._dpi = dpi
+
+    def load(self) -> dict[str, Path]:
+        folder = self._require()
+        return {p.stem: p for p in sorted(folder.glob("*.png"))}
+
+    def save(self, data: dict[str, Any]) -> None:
+        import matplotlib.pyplot as plt
+
+        target = self._filepath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            for name, fig in data.items():
+                fig.savefig(tmp / f"{name}.png", dpi=self._dpi, bbox_inches="tight")
+                plt.close(fig)
+            old = target.with_name(f".{target.name}.old")
+            if target.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -1,0 +1,1 @@
+"""Kedro pipelines: one folder per stage, each wiring three modality lanes."""
