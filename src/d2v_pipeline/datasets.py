@@ -157,3 +157,21 @@ class FiguresDataset(_LocalFileDataset):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+class DirectoryDataset(_LocalFileDataset):
+    """A folder that a node manages itself (e.g. a resumable training state).
+
+    Loading returns the folder's ``Path`` (created if missing) so the catalog,
+    not the node, decides where it lives; saving is not supported.
+    """
+
+    def load(self) -> Path:
+        self._filepath.mkdir(parents=True, exist_ok=True)
+        return self._filepath
+
+    def save(self, data: Any) -> None:
+        raise DatasetError(f"{self._filepath}: DirectoryDataset is read-only (a folder handle)")
+
+    def _exists(self) -> bool:
+        return True
