@@ -175,3 +175,31 @@ class DirectoryDataset(_LocalFileDataset):
 
     def _exists(self) -> bool:
         return True
+
+
+class BaseParametersDataset(AbstractDataset):
+    """The parameters of the base environment (``conf/base``), read-only.
+
+    The report compares them with the run's parameters to show what a run changed.
+    ``conf_source`` is relative to the project folder (the working directory of ``kedro run``).
+    """
+
+    def __init__(self, conf_source: str = "conf", metadata: dict[str, Any] | None = None) -> None:
+        self._conf_source = conf_source
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"conf_source": self._conf_source}
+
+    def load(self) -> dict[str, Any]:
+        from kedro.config import OmegaConfigLoader
+
+        if not Path(self._conf_source, "base").is_dir():
+            raise DatasetError(f"BaseParametersDataset: {self._conf_source}/base is not a folder")
+        loader = OmegaConfigLoader(
+            conf_source=self._conf_source, base_env="base", default_run_env="base"
+        )
+        return dict(loader["parameters"])
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("BaseParametersDataset is read-only")

@@ -1,0 +1,127 @@
+"""Glue between Kedro parameters, ingested data and the data2vec library.
+
+The library takes dataclass configs; Kedro gives nested dicts. This module
+builds the configs (filling in what the data decides: image size, vocabulary,
+special token ids, clip length) so that pretraining, fine-tuning and tuning
+build exactly the same encoder for a modality. It also gathers provenance
+(package versions, git commit, hardware) for the metadata files.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from collections.abc import Mapping
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from d2v_pipeline.data2vec.config import EncoderConfig, encoder_config_from_dict
+
+PACKAGES = ("torch", "kedro", "dvc", "optuna", "numpy", "pandas", "scikit-learn", "tokenizers")
+
+
+def encoder_config(dataset_info: Mapping[str, Any], params: Mapping[str, Any]) -> EncoderConfig:
+    """Encoder config from ``params`` (parameters_pretrain.yml ``<m>.pretrain.encoder``),
+    completed with the shape facts recorded by ingest in ``dataset_info``.
+
+    A value set in params that contradicts the data (e.g. ``image_size: 32`` for 28x28
+    digits) is an error naming the key, not a silent override.
+    """
+    modality = dataset_info["modality"]
+    params = dict(params or {})
+    derived: dict[str, Any] = {}
+    if modality == "image":
+        channels, height, width = dataset_info["input_shape"]
+        if height != width:
+            raise ValueError(f"image.pretrain.encoder: images must be square, got {height}x{width}")
+        derived = {"image_size": int(height), "in_channels": int(channels)}
+    elif modality == "speech":
+        derived = {"sample_len": int(dataset_info["input_shape"][-1])}
+        if "sample_rate" in dataset_info:
+            derived["sample_rate"] = int(dataset_info["sample_rate"])
+    elif modality == "text":
+        derived = {
+            "vocab_size": int(dataset_info["vocab_size"]),
+            "pad_id": int(dataset_info["pad_id"]),
+            "mask_id": int(dataset_info["mask_id"]),
+            "cls_id": dataset_info.get("cls_id"),
+            "seq_len": int(dataset_info["seq_len"]),
+        }
+        special = [dataset_info.get(k) for k in ("eos_id", "unk_id")]
+        derived["special_ids"] = [int(s) for s in special if s is not None]
+    for key, value in derived.items():
+        if key in params and params[key] != value:
+            raise ValueError(
+                f"{modality}.pretrain.encoder.{key}: {params[key]!r} contradicts the data "
+                f"({value!r}, from {modality}.dataset_info); remove the key to use the data's value"
+            )
+        params[key] = value
+    return encoder_config_from_dict(modality, params)
+
+
+def pretraining_data(model_input: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Unlabelled pretraining tensors: the train split (+ extra unlabelled text), never val/test."""
+    x = [model_input["train.x"]]
+    masks = [model_input["train.attention_mask"]] if "train.attention_mask" in model_input else []
+    if "unlabelled.x" in model_input:
+        x.append(model_input["unlabelled.x"])
+        if masks:
+            masks.append(model_input["unlabelled.attention_mask"])
+    data = {"x": torch.cat(x)}
+    if masks:
+        data["attention_mask"] = torch.cat(masks)
+    return data
+
+
+def git_commit(path: str | Path = ".") -> str | None:
+    """The current git commit (with ``+dirty`` when the tree has changes), or None outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, Python, hardware and threads, for metadata and the report."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        versions["d2v_pipeline"] = importlib_metadata.version("d2v_pipeline")
+    except importlib_metadata.PackageNotFoundError:
+        versions["d2v_pipeline"] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": _cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "packages": versions,
+        "git_commit": git_commit(),
+    }
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count()
