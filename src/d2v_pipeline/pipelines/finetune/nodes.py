@@ -1,0 +1,266 @@
+"""Evaluation nodes: each method's encoder on the labelled subsets, and a raw-input baseline.
+
+For a modality, every method (``data2vec``, ``masked_recon``, ``scratch`` = random init)
+is evaluated the same way, at each label fraction and seed:
+
+- ``probe_final``: logistic regression on frozen, mean-pooled final-layer features;
+- ``probe_topk``: the same on the mean of the layer-normed top-K block outputs (a
+  final-layer probe is harsh for masked-prediction models);
+- ``finetune``: the whole encoder + a linear head, early-stopped on validation.
+
+The regularisation strength and the fine-tuning stopping point are chosen on the
+validation split; the test split is scored once per run. The spread over seeds
+comes from the labelled subset (drawn per seed, see ``label_subsets``) and the
+fine-tuning initialisation/order; each method has one pretraining run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.decomposition import PCA
+
+from d2v_pipeline.data2vec.encoders import load_encoder
+from d2v_pipeline.evaluation import (
+    FinetuneConfig,
+    RawBaselineConfig,
+    extract_features,
+    finetune,
+    linear_probe,
+    raw_features,
+    tidy_rows,
+)
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("probe_final", "probe_topk", "finetune")
+METRICS = ("accuracy", "macro_f1")
+SPLITS = ("train", "val", "test")
+
+
+def subset_indices(label_subsets: dict[str, Any], fraction: float, seed: int) -> np.ndarray:
+    """Train indices of the labelled subset for ``fraction`` and ``seed``.
+
+    ``label_subsets`` maps a fraction ("0.1") to either a list of indices (one subset for
+    every seed) or to {seed: indices} (a subset drawn per seed).
+    """
+    key = _fraction_key(label_subsets, fraction)
+    entry = label_subsets[key]
+    if isinstance(entry, dict):
+        if str(seed) not in entry:
+            raise KeyError(
+                f"label_subsets[{key!r}] has no subset for seed {seed} (has {sorted(entry)}); "
+                "add the seed to the ingest parameters' subset seeds"
+            )
+        entry = entry[str(seed)]
+    return np.asarray(entry, dtype=np.int64)
+
+
+def _fraction_key(label_subsets: dict[str, Any], fraction: float) -> str:
+    for key in label_subsets:
+        try:
+            if abs(float(key) - float(fraction)) < 1e-9:
+                return key
+        except ValueError:
+            continue
+    raise KeyError(
+        f"no labelled subset for fraction {fraction}; ingest made {sorted(label_subsets)} "
+        "(parameters_finetune.yml fractions must be among parameters_ingest.yml label_fractions)"
+    )
+
+
+def _split(model_input: dict[str, torch.Tensor], name: str) -> tuple:
+    x, y = model_input[f"{name}.x"], model_input[f"{name}.y"]
+    am = model_input.get(f"{name}.attention_mask")
+    return (x, y) if am is None else (x, y, am)
+
+
+def _take(split: tuple, idx: np.ndarray) -> tuple:
+    t = torch.from_numpy(idx)
+    return tuple(part[t] for part in split)
+
+
+def _features(encoder: torch.nn.Module, split: tuple, layers: str, top_k: int, pool: str) -> Any:
+    am = split[2] if len(split) == 3 else None
+    return extract_features(encoder, split[0], am, layers=layers, top_k=top_k, pool=pool)
+
+
+def evaluate_encoder(
+    model_input: dict[str, torch.Tensor],
+    label_subsets: dict[str, Any],
+    dataset_info: dict[str, Any],
+    encoder_state: dict[str, torch.Tensor],
+    pretrain_meta: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Probe and fine-tune one method's encoder at every label fraction and seed.
+
+    Returns:
+        tidy metrics rows, details (confusion matrices summed over seeds), the
+        fine-tuning validation curves, and a 2-D PCA projection of test features.
+    """
+    modality, method = dataset_info["modality"], pretrain_meta["method"]
+    num_classes = int(dataset_info["num_classes"])
+    encoder = load_encoder(pretrain_meta["config"]["encoder"], encoder_state, modality)
+    encoder.eval()
+    probe_cfg = dict(params.get("probe", {}))
+    pool = probe_cfg.pop("pool", "mean")
+    top_k = int(probe_cfg.pop("top_k", encoder.depth))
+    ft_fractions = params.get("finetune_fractions", params["fractions"])
+    train, val, test = (_split(model_input, s) for s in ("train", "val", "test"))
+
+    feats = {}
+    for protocol, layers in (("probe_final", "final"), ("probe_topk", "top_k_mean")):
+        if protocol in params.get("protocols", PROTOCOLS):
+            feats[protocol] = [
+                _features(encoder, s, layers, top_k, pool) for s in (train, val, test)
+            ]
+
+    rows: list[dict[str, Any]] = []
+    confusion: dict[str, dict[str, Any]] = {}
+    curves: list[dict[str, Any]] = []
+    for fraction in params["fractions"]:
+        for seed in params["seeds"]:
+            idx = subset_indices(label_subsets, fraction, seed)
+            for protocol, (ftr, fva, fte) in feats.items():
+                res = linear_probe(
+                    ftr[idx], train[1][idx].numpy(), fva, val[1].numpy(), fte, test[1].numpy(),
+                    seed=seed, num_classes=num_classes, **probe_cfg,
+                )  # fmt: skip
+                metrics = {"accuracy": res.test_accuracy, "macro_f1": res.test_macro_f1}
+                rows += _rows(metrics, modality, method, fraction, seed, protocol)
+                _add_confusion(confusion, protocol, fraction, res.confusion)
+            if "finetune" in params.get("protocols", PROTOCOLS) and fraction in ft_fractions:
+                cfg = FinetuneConfig.from_dict({**params.get("finetune", {}), "seed": int(seed)})
+                res = finetune(
+                    encoder, num_classes, _take(train, idx), val, test, cfg,
+                    progress=bool(params.get("progress", True)),
+                )  # fmt: skip
+                metrics = {"accuracy": res.test_accuracy, "macro_f1": res.test_macro_f1}
+                rows += _rows(metrics, modality, method, fraction, seed, "finetune")
+                _add_confusion(confusion, "finetune", fraction, res.confusion)
+                curves += [
+                    {"method": method, "fraction": fraction, "seed": seed, **point}
+                    for point in res.curve
+                ]
+                log.info(
+                    "%s/%s finetune %.0f%% seed %d: test acc %.3f (best epoch %s, %s)",
+                    modality, method, 100 * fraction, seed, res.test_accuracy,
+                    res.best_epoch, res.stop_reason,
+                )  # fmt: skip
+    projection = _projection(encoder, test, pool, method, params.get("projection", {}))
+    details = {"class_names": dataset_info.get("class_names"), "confusion": {method: confusion}}
+    return pd.DataFrame(rows), details, pd.DataFrame(curves), projection
+
+
+def _rows(
+    metrics: dict[str, float], modality: str, method: str, fraction: float, seed: int, protocol: str
+) -> list[dict[str, Any]]:
+    return tidy_rows(
+        metrics, modality=modality, method=method, fraction=float(fraction), seed=int(seed),
+        protocol=protocol, include=METRICS,
+    )  # fmt: skip
+
+
+def _add_confusion(store: dict, protocol: str, fraction: float, matrix: list[list[int]]) -> None:
+    by_fraction = store.setdefault(protocol, {})
+    key = str(float(fraction))
+    m = np.asarray(matrix, dtype=np.int64)
+    by_fraction[key] = (
+        (np.asarray(by_fraction[key]) + m).tolist() if key in by_fraction else m.tolist()
+    )
+
+
+def _projection(
+    encoder: torch.nn.Module, test: tuple, pool: str, method: str, params: dict[str, Any]
+) -> pd.DataFrame:
+    """2-D PCA of mean-pooled final-layer test features (a fixed subsample for readability)."""
+    n = len(test[1])
+    keep = np.random.default_rng(int(params.get("seed", 0))).permutation(n)
+    keep = np.sort(keep[: int(params.get("max_points", 1000))])
+    feats = _features(encoder, _take(test, keep), "final", encoder.depth, pool)
+    comps = PCA(n_components=2, random_state=0).fit_transform(np.asarray(feats, dtype=np.float64))
+    return pd.DataFrame(
+        {
+            "method": method,
+            "component_1": comps[:, 0],
+            "component_2": comps[:, 1],
+            "label": test[1][torch.from_numpy(keep)].numpy(),
+        }
+    )
+
+
+def evaluate_raw_text(
+    model_input: dict[str, torch.Tensor],
+    label_subsets: dict[str, Any],
+    dataset_info: dict[str, Any],
+    params: dict[str, Any],
+    texts: pd.DataFrame,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The text raw-input baseline: TF-IDF of the review text + logistic regression."""
+    return evaluate_raw_input(model_input, label_subsets, dataset_info, params, texts)
+
+
+def evaluate_raw_input(
+    model_input: dict[str, torch.Tensor],
+    label_subsets: dict[str, Any],
+    dataset_info: dict[str, Any],
+    params: dict[str, Any],
+    texts: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The raw-input baseline (pixels / log-mel statistics / TF-IDF + logistic regression).
+
+    calibration.md shows it is strong at this scale; leaving it out would flatter data2vec.
+    """
+    modality = dataset_info["modality"]
+    num_classes = int(dataset_info["num_classes"])
+    cfg = RawBaselineConfig(**params.get("raw_baseline", {}))
+    if modality == "text":
+        if texts is None:
+            raise ValueError("the text raw-input baseline needs text.texts from ingest")
+        inputs = [texts.loc[texts["split"] == s, "text"].astype(str).tolist() for s in SPLITS]
+    else:
+        inputs = [model_input[f"{s}.x"] for s in SPLITS]
+    # Features are unsupervised (TF-IDF vocabulary and idf fitted on all train texts, like
+    # pretraining uses all train inputs); only the classifier sees the labelled subset.
+    ftr, fva, fte = raw_features(modality, *inputs, cfg=cfg)
+    ytr, yva, yte = (model_input[f"{s}.y"].numpy() for s in SPLITS)
+    probe_cfg = {k: v for k, v in params.get("probe", {}).items() if k in ("Cs", "max_iter")}
+    rows: list[dict[str, Any]] = []
+    confusion: dict[str, Any] = {}
+    for fraction in params["fractions"]:
+        for seed in params["seeds"]:
+            idx = subset_indices(label_subsets, fraction, seed)
+            res = linear_probe(
+                ftr[idx], ytr[idx], fva, yva, fte, yte, seed=seed, num_classes=num_classes,
+                standardize=modality != "text", **probe_cfg,
+            )  # fmt: skip
+            metrics = {"accuracy": res.test_accuracy, "macro_f1": res.test_macro_f1}
+            rows += _rows(metrics, modality, "raw_input", fraction, seed, "raw_probe")
+            _add_confusion(confusion, "raw_probe", fraction, res.confusion)
+    return pd.DataFrame(rows), {"raw_input": confusion}
+
+
+def collect_evaluation(
+    dataset_info: dict[str, Any], *results: Any
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Merge the per-method outputs into the modality's tables.
+
+    ``results`` are, per method, (metrics, details, curves, projection), then the raw
+    baseline's (metrics, details).
+    """
+    *methods, raw_metrics, raw_details = results
+    groups = [methods[i : i + 4] for i in range(0, len(methods), 4)]
+    metrics = pd.concat([g[0] for g in groups] + [raw_metrics], ignore_index=True)
+    confusion: dict[str, Any] = {}
+    for g in groups:
+        confusion.update(g[1]["confusion"])
+    confusion.update(raw_details)
+    details = {"class_names": dataset_info.get("class_names"), "confusion": confusion}
+    curves = pd.concat([g[2] for g in groups], ignore_index=True)
+    projection = pd.concat([g[3] for g in groups], ignore_index=True)
+    return metrics, details, curves, projection

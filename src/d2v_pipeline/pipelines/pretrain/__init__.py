@@ -1,0 +1,1 @@
+"""Pretraining: one encoder per modality and method, from the unlabelled train split."""
