@@ -1,0 +1,625 @@
+"""End-to-end fine-tuning: the whole encoder plus a linear head on pooled final features
+(spec §6 rec. (b)).
+
+Fairness (calibration.md, "fine-tuning budget trap"): the step budget depends only on the
+config and the size of the labelled subset, never on the encoder, so every arm (data2vec,
+masked reconstruction, scratch = the same encoder class at random init) gets the same
+budget; early stopping on validation accuracy lets each arm stop when it has converged,
+and the best-validation weights are restored before the single test evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from d2v_pipeline.evaluation.features import (
+    POOL_MODES,
+    as_tensor,
+    check_attention_mask,
+    module_device,
+    pool_output,
+)
+from d2v_pipeline.evaluation.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("image", "speech", "text")
+HEAD_NORMS = ("none", "batch", "layer")
+_BLOCK_RE = re.compile(r"^((?:.*?\.)??)blocks\.(\d+)\.")
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning hyper-parameters; every field is a documented, overridable default.
+
+    Budget: ``epochs`` passes over the labelled subset, raised to at least ``min_steps``
+    optimiser steps (so a 1 % subset of a few dozen examples still trains) and capped at
+    ``max_steps`` (so the 100 % subset stays affordable). Early stopping ends a run after
+    ``patience`` evaluations without a new best validation accuracy, but never before
+    ``min_steps``.
+    """
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    layer_decay: float = 1.0  # 1.0 = one lr for all layers; BEiT-style decay below 1
+    warmup_fraction: float = 0.1
+    min_lr: float = 1e-6
+    label_smoothing: float = 0.0
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    beta1: float = 0.9
+    beta2: float = 0.999
+    patience: int | None = 20  # evaluations without improvement; None disables
+    eval_every: int = 1  # epochs between validation passes
+    # ... and at least this many steps: tiny subsets (2 steps/epoch) would otherwise spend
+    # most of their time on validation passes
+    eval_min_interval_steps: int = 20
+    min_steps: int = 300
+    max_steps: int | None = 3000
+    time_budget_s: float | None = None  # wall-clock cap; makes runs machine-dependent
+    pool: str = "mean"
+    head_norm: str = "none"  # "none", "batch" (no affine, as MAE's probe head) or "layer"
+    augment: bool = True
+    image_max_shift: int = 2  # pixels, random shift via replicate padding + crop
+    speech_max_shift_s: float = 0.1  # circular time shift, seconds
+    speech_gain_db: float = 2.0  # uniform gain in [-g, +g] dB
+    sample_rate: int = 16000
+    eval_batch_size: int = 256
+    head_init_std: float = 0.01
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads during the run; None = leave as is
+    device: str = "cpu"  # "cpu", "cuda" or "auto"
+
+    def __post_init__(self) -> None:
+        positive_int = ("epochs", "batch_size", "eval_every", "eval_batch_size", "sample_rate")
+        for key in positive_int:
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"FinetuneConfig.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("lr", "min_lr", "weight_decay", "grad_clip", "head_init_std"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"FinetuneConfig.{key} must be >= 0, got {getattr(self, key)}")
+        if self.lr == 0:
+            raise ValueError("FinetuneConfig.lr must be > 0")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(
+                f"FinetuneConfig.layer_decay must be in (0, 1], got {self.layer_decay}"
+            )
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(
+                f"FinetuneConfig.warmup_fraction must be in [0, 1), got {self.warmup_fraction}"
+            )
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(
+                f"FinetuneConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
+        for key in ("beta1", "beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ValueError(
+                    f"FinetuneConfig.{key} must be in [0, 1), got {getattr(self, key)}"
+                )
+        if self.eval_min_interval_steps < 0:
+            raise ValueError(
+                "FinetuneConfig.eval_min_interval_steps must be >= 0, got "
+                f"{self.eval_min_interval_steps}"
+            )
+        if self.min_steps < 0:
+            raise ValueError(f"FinetuneConfig.min_steps must be >= 0, got {self.min_steps}")
+        if self.max_steps is not None and self.max_steps < max(1, self.min_steps):
+            raise ValueError(
+                f"FinetuneConfig.max_steps ({self.max_steps}) must be >= min_steps "
+                f"({self.min_steps}) and >= 1"
+            )
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"FinetuneConfig.patience must be >= 1 or None, got {self.patience}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"FinetuneConfig.time_budget_s must be > 0, got {self.time_budget_s}")
+        if self.pool not in POOL_MODES:
+            raise ValueError(f"FinetuneConfig.pool must be one of {POOL_MODES}, got {self.pool!r}")
+        if self.head_norm not in HEAD_NORMS:
+            raise ValueError(
+                f"FinetuneConfig.head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}"
+            )
+        if self.image_max_shift < 0 or self.speech_max_shift_s < 0 or self.speech_gain_db < 0:
+            raise ValueError("FinetuneConfig augmentation strengths must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"FinetuneConfig.threads must be >= 1 or None, got {self.threads}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(
+                f"FinetuneConfig.device must be 'cpu', 'cuda' or 'auto', got {self.device!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any] | None) -> FinetuneConfig:
+        """Build from a parameters dict, naming any unknown key."""
+        params = dict(params or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"unknown FinetuneConfig key(s) {unknown}; known: {sorted(known)}")
+        return cls(**params)
+
+    def planned_steps(self, n_train: int) -> int:
+        """Optimiser steps for a labelled subset of ``n_train`` examples (same for every arm)."""
+        if n_train < 1:
+            raise ValueError(f"n_train must be >= 1, got {n_train}")
+        per_epoch = math.ceil(n_train / min(self.batch_size, n_train))
+        steps = max(self.epochs * per_epoch, self.min_steps)
+        return steps if self.max_steps is None else min(steps, self.max_steps)
+
+
+@dataclass
+class FinetuneResult:
+    """Test metrics of the best-validation weights, plus the validation curve."""
+
+    test_accuracy: float
+    test_macro_f1: float
+    confusion: list[list[int]]
+    best_epoch: int
+    best_step: int
+    best_val_accuracy: float
+    curve: list[dict[str, float]]
+    steps: int
+    planned_steps: int
+    epochs_run: float
+    stop_reason: str  # "budget", "early_stopping" or "time_budget"
+    train_seconds: float  # wall time of the training loop, validation passes included
+    eval_seconds: float  # of which validation passes
+    steps_per_second: float  # optimiser steps per second, validation excluded
+    n_train: int
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the model is left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+
+
+class Classifier(nn.Module):
+    """Encoder + linear head on pooled final features (pool: padding-aware mean or CLS).
+
+    ``head_norm`` optionally normalises the pooled vector first: "batch" (BatchNorm without
+    affine, per feature over the batch, like MAE's linear-probe head) or "layer".
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_classes: int,
+        pool: str = "mean",
+        init_std: float = 0.01,
+        head_norm: str = "none",
+    ) -> None:
+        super().__init__()
+        dim = getattr(encoder, "dim", None)
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"encoder must expose an int `dim` (feature width), got {dim!r}")
+        if pool not in POOL_MODES:
+            raise ValueError(f"unknown pool {pool!r}; expected one of {POOL_MODES}")
+        if head_norm not in HEAD_NORMS:
+            raise ValueError(f"unknown head_norm {head_norm!r}; expected one of {HEAD_NORMS}")
+        self.encoder = encoder
+        self.pool = pool
+        self.head_norm: nn.Module = {
+            "none": nn.Identity(),
+            "batch": nn.BatchNorm1d(dim, affine=False),
+            "layer": nn.LayerNorm(dim),
+        }[head_norm]
+        self.head = nn.Linear(dim, num_classes)
+        # small head init so the pretrained features are not swamped early (MAE/BEiT practice)
+        nn.init.trunc_normal_(self.head.weight, std=init_std)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        out = self.encoder(x, attention_mask=attention_mask)
+        return self.head(self.head_norm(pool_output(out, self.pool, attention_mask)))
+
+
+# ---------------------------------------------------------------- optimiser and schedule
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, min_lr: float) -> float:
+    """Linear warmup to ``peak`` over ``warmup_steps``, then cosine down to ``min_lr``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def encoder_layer_ids(encoder: nn.Module) -> dict[str, int]:
+    """Layer id per trainable encoder parameter for layer-wise lr decay.
+
+    ``blocks.<i>.`` parameters get id i+1. The other parameters of the module that holds
+    ``blocks`` (e.g. ``transformer.norm``, the final LayerNorm) sit after the blocks: id
+    depth+1, full lr. Everything outside that module is the front-end (patch/conv/token
+    embedding, positions, mask/CLS tokens): id 0, the deepest decay. When ``blocks`` is a
+    top-level attribute, parameters registered after the last block count as "after".
+    """
+    depth = getattr(encoder, "depth", None)
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"layer_decay < 1 needs an encoder with an int `depth`, got {depth!r}")
+    names = [n for n, p in encoder.named_parameters() if p.requires_grad]
+    matches = {n: _BLOCK_RE.match(n) for n in names}
+    block_names = [n for n in names if matches[n]]
+    if not block_names:
+        raise ValueError("layer_decay < 1 but no encoder parameter name contains 'blocks.<i>.'")
+    prefix = matches[block_names[0]].group(1)
+    last_block = names.index(block_names[-1])
+    ids: dict[str, int] = {}
+    for i, name in enumerate(names):
+        m = matches[name]
+        if m:
+            ids[name] = int(m.group(2)) + 1
+        elif (prefix and name.startswith(prefix)) or (not prefix and i > last_block):
+            ids[name] = depth + 1
+        else:
+            ids[name] = 0
+    n_blocks = max(ids[n] for n in block_names)
+    if n_blocks != depth:
+        raise ValueError(f"encoder.depth is {depth} but its parameters name {n_blocks} blocks")
+    return ids
+
+
+def build_param_groups(model: Classifier, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW groups: no decay on 1-D tensors (biases, norms, tokens; spec §9) and, when
+    ``layer_decay < 1``, lr scale ``layer_decay ** (depth + 1 - layer_id)``; head at full lr."""
+    layer_ids: dict[str, int] = {}
+    depth = 0
+    if layer_decay < 1.0:
+        layer_ids = encoder_layer_ids(model.encoder)
+        depth = int(model.encoder.depth)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # head and head_norm: full lr
+        layer = layer_ids.get(name.removeprefix("encoder."), depth + 1)
+        decay = p.ndim >= 2
+        key = (layer, decay)
+        if key not in groups:
+            scale = layer_decay ** (depth + 1 - layer) if layer_decay < 1.0 else 1.0
+            groups[key] = {
+                "params": [],
+                "names": [],
+                "weight_decay": weight_decay if decay else 0.0,
+                "lr_scale": scale,
+                "layer_id": layer,
+            }
+        groups[key]["params"].append(p)
+        groups[key]["names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def shift_images(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Random translation of each (C, H, W) image by up to ``max_shift`` px in x and y
+    (replicate padding + crop, so the background value is kept)."""
+    if max_shift == 0:
+        return x
+    b, c, h, w = x.shape
+    p = max_shift
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]
+    return padded[
+        torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols
+    ]
+
+
+def shift_and_gain_speech(
+    x: Tensor, max_shift: int, gain_db: float, generator: torch.Generator
+) -> Tensor:
+    """Circular time shift of up to ``max_shift`` samples and a uniform gain in ±``gain_db``."""
+    b, s = x.shape
+    out = x
+    if max_shift > 0:
+        shifts = torch.randint(-max_shift, max_shift + 1, (b,), generator=generator)
+        idx = (torch.arange(s)[None, :] - shifts[:, None]) % s
+        out = out.gather(1, idx)
+    if gain_db > 0:
+        db = (torch.rand(b, generator=generator) * 2 - 1) * gain_db
+        out = out * (10.0 ** (db / 20.0)).to(out.dtype)[:, None]
+    return out
+
+
+def augment_batch(
+    x: Tensor, modality: str, cfg: FinetuneConfig, generator: torch.Generator
+) -> Tensor:
+    """Per-modality training augmentation (text: none)."""
+    if not cfg.augment:
+        return x
+    if modality == "image":
+        return shift_images(x, cfg.image_max_shift, generator)
+    if modality == "speech":
+        max_shift = round(cfg.speech_max_shift_s * cfg.sample_rate)
+        return shift_and_gain_speech(x, max_shift, cfg.speech_gain_db, generator)
+    return x
+
+
+# ---------------------------------------------------------------- data handling
+
+
+def _split(split: Any, name: str, num_classes: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    if not isinstance(split, tuple | list) or len(split) not in (2, 3):
+        raise ValueError(f"{name} must be a tuple (x, y) or (x, y, attention_mask)")
+    x = as_tensor(split[0], f"{name} x")
+    y = as_tensor(split[1], f"{name} y")
+    am = None
+    if len(split) == 3 and split[2] is not None:
+        am = as_tensor(split[2], f"{name} attention_mask").bool()
+    if y.ndim != 1:
+        raise ValueError(f"{name} y must be 1-D, got shape {tuple(y.shape)}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"{name} y must hold integer class ids, got {y.dtype}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name} has {x.shape[0]} inputs but {y.shape[0]} labels")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    bad = (y < 0) | (y >= num_classes)
+    if bad.any():
+        row = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"{name} y[{row}] = {int(y[row])} is outside the class range 0..{num_classes - 1}"
+        )
+    check_attention_mask(x, am, f"{name} x")
+    return x, y.long(), am
+
+
+def infer_modality(encoder: nn.Module, x: Tensor) -> str:
+    """The encoder's ``modality``, or a guess from the input layout."""
+    modality = getattr(encoder, "modality", None)
+    if modality is None:
+        if x.ndim == 4:
+            modality = "image"
+        elif x.ndim == 2:
+            modality = "speech" if x.is_floating_point() else "text"
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    return modality
+
+
+def predict_classes(
+    model: nn.Module,
+    x: Tensor | np.ndarray,
+    attention_mask: Tensor | np.ndarray | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Arg-max predictions of a classifier in eval mode (its mode is restored after)."""
+    xt = as_tensor(x, "x")
+    am = None if attention_mask is None else as_tensor(attention_mask, "attention_mask").bool()
+    check_attention_mask(xt, am)
+    device = module_device(model)
+    was_training = model.training
+    model.eval()
+    preds = []
+    try:
+        with torch.inference_mode():
+            for i in range(0, xt.shape[0], batch_size):
+                amb = None if am is None else am[i : i + batch_size].to(device)
+                logits = model(xt[i : i + batch_size].to(device), attention_mask=amb)
+                preds.append(logits.argmax(dim=-1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(preds).numpy()
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("FinetuneConfig.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- training
+
+
+def finetune(
+    encoder: nn.Module,
+    num_classes: int,
+    train: tuple,
+    val: tuple,
+    test: tuple,
+    cfg: FinetuneConfig | None = None,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune a copy of ``encoder`` with a linear head; early-stop on val; test once.
+
+    Args:
+        encoder: a contract-following encoder (not modified: a deep copy is trained).
+        num_classes: C; labels must lie in 0..C-1.
+        train, val, test: ``(x, y)`` or ``(x, y, attention_mask)`` (text), tensors or arrays.
+        cfg: hyper-parameters and budget; default ``FinetuneConfig()``.
+        progress: show a tqdm bar with loss, val accuracy and ETA.
+    Returns:
+        FinetuneResult with the test metrics of the best-validation weights; ``model`` holds
+        that classifier.
+    """
+    cfg = cfg or FinetuneConfig()
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    xtr, ytr, amtr = _split(train, "train", num_classes)
+    if xtr.shape[0] < 2:
+        raise ValueError(f"train has {xtr.shape[0]} example(s); fine-tuning needs at least 2")
+    xva, yva, amva = _split(val, "val", num_classes)
+    xte, yte, amte = _split(test, "test", num_classes)
+    modality = infer_modality(encoder, xtr)
+
+    prev_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        # fork_rng: seeding here must not disturb the caller's global RNG stream
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            return _run(
+                encoder, num_classes, modality, (xtr, ytr, amtr), (xva, yva, amva),
+                (xte, yte, amte), cfg, progress,
+            )  # fmt: skip
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _run(
+    encoder: nn.Module,
+    num_classes: int,
+    modality: str,
+    train: tuple[Tensor, Tensor, Tensor | None],
+    val: tuple[Tensor, Tensor, Tensor | None],
+    test: tuple[Tensor, Tensor, Tensor | None],
+    cfg: FinetuneConfig,
+    progress: bool,
+) -> FinetuneResult:
+    device = _resolve_device(cfg.device)
+    model = Classifier(
+        copy.deepcopy(encoder), num_classes, cfg.pool, cfg.head_init_std, cfg.head_norm
+    ).to(device)
+    groups = build_param_groups(model, cfg.weight_decay, cfg.layer_decay)
+    opt = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "names"} for g in groups],
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    xtr, ytr, amtr = train
+    n = xtr.shape[0]
+    batch = min(cfg.batch_size, n)
+    per_epoch = math.ceil(n / batch)
+    total = cfg.planned_steps(n)
+    warmup = round(cfg.warmup_fraction * total)
+    log.info(
+        "fine-tuning %s: %d train examples, %d steps planned (%d/epoch), batch %d, lr %g",
+        modality, n, total, per_epoch, batch, cfg.lr,
+    )  # fmt: skip
+
+    curve: list[dict[str, float]] = []
+    best_acc, best_epoch, best_step = -1.0, 0, 0
+    best_state: dict[str, Tensor] | None = None
+    evals_since_best = 0
+    step, epoch, last_eval_step = 0, 0, 0
+    stop_reason = "budget"
+    losses: list[float] = []
+    eval_seconds = 0.0
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc=f"finetune[{modality}]", unit="step", disable=not progress)
+    try:
+        while step < total and stop_reason == "budget":
+            epoch += 1
+            model.train()
+            # ceil(n / batch) near-equal batches: no tiny trailing batch (BatchNorm head, noise)
+            for idx in torch.tensor_split(torch.randperm(n, generator=gen), per_epoch):
+                if step >= total:
+                    break
+                xb = augment_batch(xtr[idx], modality, cfg, gen).to(device)
+                amb = None if amtr is None else amtr[idx].to(device)
+                lr = lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
+                for g in opt.param_groups:
+                    g["lr"] = lr * g["lr_scale"]
+                logits = model(xb, attention_mask=amb)
+                loss = F.cross_entropy(
+                    logits, ytr[idx].to(device), label_smoothing=cfg.label_smoothing
+                )
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"fine-tuning loss is {loss.item()} at step {step} (epoch {epoch}); "
+                        "lower FinetuneConfig.lr"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                step += 1
+                losses.append(loss.item())
+                bar.update(1)
+                if (
+                    cfg.time_budget_s is not None
+                    and time.perf_counter() - start > cfg.time_budget_s
+                ):
+                    stop_reason = "time_budget"
+                    break
+            last = step >= total or stop_reason != "budget"
+            due = (
+                epoch % cfg.eval_every == 0 and step - last_eval_step >= cfg.eval_min_interval_steps
+            )
+            if not (due or last):
+                continue
+            last_eval_step = step
+            eval_start = time.perf_counter()
+            val_pred = predict_classes(model, val[0], val[2], cfg.eval_batch_size)
+            val_acc = float(np.mean(val_pred == val[1].numpy()))
+            eval_seconds += time.perf_counter() - eval_start
+            curve.append(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "train_loss": float(np.mean(losses)),
+                    "val_acc": val_acc,
+                    "lr": lr,
+                }
+            )
+            losses = []
+            bar.set_postfix(loss=f"{curve[-1]['train_loss']:.3f}", val=f"{val_acc:.3f}")
+            if val_acc > best_acc:
+                # strict '>': on a tie keep the earlier (less trained) weights
+                best_acc, best_epoch, best_step, evals_since_best = val_acc, epoch, step, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                evals_since_best += 1
+            if (
+                cfg.patience is not None
+                and evals_since_best >= cfg.patience
+                and step >= cfg.min_steps
+                and step < total
+                and stop_reason == "budget"
+            ):
+                stop_reason = "early_stopping"
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    # the one and only test evaluation, on the best-validation weights
+    preds = predict_classes(model, test[0], test[2], cfg.eval_batch_size)
+    metrics = classification_metrics(test[1].numpy(), preds, num_classes)
+    log.info(
+        "fine-tuned %d steps in %.1fs (%s); best val %.4f at epoch %d; test acc %.4f",
+        step, seconds, stop_reason, best_acc, best_epoch, metrics["accuracy"],
+    )  # fmt: skip
+    model.eval()
+    return FinetuneResult(
+        test_accuracy=metrics["accuracy"],
+        test_macro_f1=metrics["macro_f1"],
+        confusion=metrics["confusion"],
+        best_epoch=best_epoch,
+        best_step=best_step,
+        best_val_accuracy=best_acc,
+        curve=curve,
+        steps=step,
+        planned_steps=total,
+        epochs_run=step / per_epoch,
+        stop_reason=stop_reason,
+        train_seconds=seconds,
+        eval_seconds=eval_seconds,
+        steps_per_second=step / max(seconds - eval_seconds, 1e-9),
+        n_train=n,
+        model=model,
+    )
