@@ -112,3 +112,16 @@ def test_directory_dataset_returns_a_created_folder(tmp_path):
     assert path.is_dir()
     with pytest.raises(DatasetError, match="read-only"):
         ds.save(1)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    target = atomic_write(tmp_path / "r.html", "<p>x</p>")
+    mode = target.stat().st_mode & 0o777
+    assert mode & 0o044 == 0o044  # group/other can read, as with a plain open()
+
+
+def test_json_missing_ok_returns_default(tmp_path):
+    ds = JSONDataset(filepath=str(tmp_path / "t.json"), missing_ok=True, default={})
+    assert ds.load() == {}
+    ds.save({"a": 1})
+    assert ds.load() == {"a": 1}

@@ -75,9 +75,26 @@ class TensorDictDataset(_LocalFileDataset):
 
 
 class JSONDataset(_LocalFileDataset):
-    """Any JSON-serialisable object, pretty-printed with sorted keys for stable diffs."""
+    """Any JSON-serialisable object, pretty-printed with sorted keys for stable diffs.
+
+    With ``missing_ok: true`` a missing file loads as ``default`` (e.g. run bookkeeping
+    that a first run has not written yet).
+    """
+
+    def __init__(
+        self,
+        filepath: str,
+        missing_ok: bool = False,
+        default: Any = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(filepath, metadata)
+        self._missing_ok = missing_ok
+        self._default = default
 
     def load(self) -> Any:
+        if self._missing_ok and not self._filepath.exists():
+            return self._default
         with open(self._require(), encoding="utf-8") as fh:
             return json.load(fh)
 

@@ -1,0 +1,368 @@
+"""The report's inputs, validated once, with errors that name the dataset, row and column.
+
+Datasets arrive keyed by their catalog names (``image.eval_metrics``,
+``image.data2vec.pretrain_history``, ``parameters``, ...). Every per-modality input is
+optional (``None`` means "not produced": the report says "not run"), but an input that is
+present and malformed is an error: a report built on a half-read table would mislead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+EVAL_COLUMNS = ("modality", "method", "fraction", "seed", "protocol", "metric", "value")
+HISTORY_REQUIRED = ("step", "loss")
+HISTORY_OPTIONAL = ("lr", "tau", "target_std", "pred_std", "samples_per_s", "elapsed_s")
+CURVES_REQUIRED = ("method", "fraction", "seed", "epoch", "val_accuracy")
+PROJECTION_REQUIRED = ("method", "component_1", "component_2", "label")
+
+MODALITY_DATASETS = (
+    "dataset_summary",
+    "eval_metrics",
+    "eval_details",
+    "finetune_curves",
+    "feature_projection",
+)
+RUN_DATASETS = ("pretrain_history", "pretrain_meta")
+GLOBAL_DATASETS = ("parameters", "base_parameters", "node_timings")
+
+
+class ReportInputError(ValueError):
+    """A report input is malformed; the message names the dataset (and row/column/key)."""
+
+
+@dataclass
+class PretrainRun:
+    """One pretraining run (modality x method): its history table and metadata."""
+
+    modality: str
+    method: str
+    history: pd.DataFrame | None = None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass
+class ModalityInputs:
+    """Everything the report knows about one modality; ``None`` = not produced."""
+
+    name: str
+    eval_metrics: pd.DataFrame
+    dataset_summary: dict[str, Any] | None = None
+    eval_details: dict[str, Any] | None = None
+    finetune_curves: pd.DataFrame | None = None
+    feature_projection: pd.DataFrame | None = None
+    runs: dict[str, PretrainRun] = field(default_factory=dict)
+    # inputs the report does not render yet (e.g. future ``tune_*`` tables), kept by name
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportInputs:
+    """All validated inputs of one report."""
+
+    modalities: dict[str, ModalityInputs]
+    parameters: dict[str, Any] | None = None
+    base_parameters: dict[str, Any] | None = None
+    node_timings: dict[str, float] | None = None
+    git_commit: str | None = None
+
+
+def gather_inputs(datasets: Mapping[str, Any], *, git_commit: str | None = None) -> ReportInputs:
+    """Sort catalog datasets by name into :class:`ReportInputs`, validating each.
+
+    Accepted names: ``parameters``, ``base_parameters``, ``node_timings``,
+    ``<m>.{dataset_summary,eval_metrics,eval_details,finetune_curves,feature_projection}``,
+    ``<m>.<method>.{pretrain_history,pretrain_meta}`` and ``<m>.tune_*`` (kept for later).
+    Any other name is an error, so a wiring mistake does not silently drop a table.
+    """
+    modalities: dict[str, ModalityInputs] = {}
+    globals_: dict[str, Any] = {}
+
+    def modality(name: str) -> ModalityInputs:
+        if name not in modalities:
+            modalities[name] = ModalityInputs(name=name, eval_metrics=empty_eval_metrics())
+        return modalities[name]
+
+    for key in sorted(datasets):
+        value = datasets[key]
+        parts = key.split(".")
+        if len(parts) == 1 and key in GLOBAL_DATASETS:
+            globals_[key] = value
+        elif len(parts) == 2 and parts[1] in MODALITY_DATASETS:
+            m = modality(parts[0])
+            setattr(m, parts[1], _VALIDATORS[parts[1]](value, key, parts[0]))
+        elif len(parts) == 2 and parts[1].startswith("tune_"):
+            modality(parts[0]).extras[parts[1]] = value
+        elif len(parts) == 3 and parts[2] in RUN_DATASETS:
+            m = modality(parts[0])
+            run = m.runs.setdefault(parts[1], PretrainRun(modality=parts[0], method=parts[1]))
+            if parts[2] == "pretrain_history":
+                run.history = validate_history(value, key)
+            else:
+                run.meta = validate_meta(value, key)
+        else:
+            raise ReportInputError(
+                f"report: unexpected input dataset {key!r}; expected 'parameters', "
+                "'base_parameters', 'node_timings', '<modality>.<"
+                + "|".join(MODALITY_DATASETS)
+                + ">', '<modality>.<method>.<pretrain_history|pretrain_meta>' or "
+                "'<modality>.tune_<name>'"
+            )
+    return ReportInputs(
+        modalities=modalities,
+        parameters=_optional_dict(globals_.get("parameters"), "parameters"),
+        base_parameters=_optional_dict(globals_.get("base_parameters"), "base_parameters"),
+        node_timings=validate_node_timings(globals_.get("node_timings"), "node_timings"),
+        git_commit=git_commit,
+    )
+
+
+def empty_eval_metrics() -> pd.DataFrame:
+    """An eval_metrics table with no rows (a modality whose evaluation did not run)."""
+    return pd.DataFrame(
+        {
+            "modality": pd.Series(dtype=str),
+            "method": pd.Series(dtype=str),
+            "fraction": pd.Series(dtype=float),
+            "seed": pd.Series(dtype=int),
+            "protocol": pd.Series(dtype=str),
+            "metric": pd.Series(dtype=str),
+            "value": pd.Series(dtype=float),
+        }
+    )
+
+
+def _where(name: str, index: int) -> str:
+    # row index of the data (0-based) and its line in the CSV file (header = line 1)
+    return f"{name}: row {index} (CSV line {index + 2})"
+
+
+def _require_frame(value: Any, name: str, required: tuple[str, ...]) -> pd.DataFrame:
+    if not isinstance(value, pd.DataFrame):
+        raise ReportInputError(f"{name}: expected a table (DataFrame), got {type(value).__name__}")
+    missing = [c for c in required if c not in value.columns]
+    if missing:
+        raise ReportInputError(
+            f"{name}: missing column(s) {missing}; has {list(map(str, value.columns))}"
+        )
+    return value.reset_index(drop=True).copy()
+
+
+def _numeric(df: pd.DataFrame, column: str, name: str, *, allow_nan: bool) -> pd.Series:
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & df[column].notna() & (df[column].astype(str).str.strip() != "")
+    if not allow_nan:
+        bad |= values.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ReportInputError(
+            f"{_where(name, i)}: column {column!r} has {df[column].iloc[i]!r}, expected a number"
+        )
+    return values.astype(float)
+
+
+def _text(df: pd.DataFrame, column: str, name: str) -> pd.Series:
+    missing = df[column].isna() | (df[column].astype(str).str.strip() == "")
+    if missing.any():
+        i = int(np.flatnonzero(missing.to_numpy())[0])
+        raise ReportInputError(f"{_where(name, i)}: column {column!r} is empty")
+    return df[column].astype(str).str.strip()
+
+
+def validate_eval_metrics(value: Any, name: str, modality: str) -> pd.DataFrame:
+    """Tidy metrics: typed columns, values in [0, 1], one value per key, modality matches."""
+    if value is None:
+        return empty_eval_metrics()
+    df = _require_frame(value, name, EVAL_COLUMNS)
+    if df.empty:
+        return empty_eval_metrics()
+    for column in ("modality", "method", "protocol", "metric"):
+        df[column] = _text(df, column, name)
+    df["fraction"] = _numeric(df, "fraction", name, allow_nan=False)
+    df["value"] = _numeric(df, "value", name, allow_nan=False)
+    seeds = _numeric(df, "seed", name, allow_nan=False)
+    for i, (frac, seed, val, mod) in enumerate(
+        zip(df["fraction"], seeds, df["value"], df["modality"], strict=True)
+    ):
+        if not 0 < frac <= 1:
+            raise ReportInputError(f"{_where(name, i)}: fraction {frac} is outside (0, 1]")
+        if seed != int(seed):
+            raise ReportInputError(f"{_where(name, i)}: seed {seed} is not an integer")
+        if not 0 <= val <= 1:
+            raise ReportInputError(f"{_where(name, i)}: value {val} is outside [0, 1]")
+        if mod != modality:
+            raise ReportInputError(
+                f"{_where(name, i)}: modality {mod!r} does not match the dataset's modality "
+                f"{modality!r}"
+            )
+    df["seed"] = seeds.astype(int)
+    key = ["method", "fraction", "seed", "protocol", "metric"]
+    dup = df.duplicated(key, keep="first")
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        row = df.loc[i, key].to_dict()
+        raise ReportInputError(f"{_where(name, i)}: duplicate result for {row}")
+    return df[list(EVAL_COLUMNS)]
+
+
+def validate_history(value: Any, name: str) -> pd.DataFrame | None:
+    """Pretraining history: ``step`` and ``loss`` required, known optional columns numeric."""
+    if value is None:
+        return None
+    df = _require_frame(value, name, HISTORY_REQUIRED)
+    df["step"] = _numeric(df, "step", name, allow_nan=False)
+    # loss may be NaN on a diverged step; the figure shows the gap
+    for column in ("loss", *HISTORY_OPTIONAL):
+        if column in df.columns:
+            df[column] = _numeric(df, column, name, allow_nan=True)
+    return df.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def validate_meta(value: Any, name: str) -> dict[str, Any] | None:
+    """Pretraining metadata: a JSON object; typed checks only on the keys the report uses."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ReportInputError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    meta = dict(value)
+    if "collapsed" in meta and meta["collapsed"] is not None:
+        if not isinstance(meta["collapsed"], bool | np.bool_):
+            raise ReportInputError(
+                f"{name}: key 'collapsed' must be true/false, got {meta['collapsed']!r}"
+            )
+        meta["collapsed"] = bool(meta["collapsed"])
+    for key in ("wall_time_s", "final_loss", "final_target_std", "final_pred_std", "steps"):
+        v = meta.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise ReportInputError(f"{name}: key {key!r} must be a number, got {v!r}")
+    deviations = meta.get("deviations")
+    if deviations is not None and (
+        not isinstance(deviations, list) or not all(isinstance(d, str) for d in deviations)
+    ):
+        raise ReportInputError(f"{name}: key 'deviations' must be a list of strings")
+    for key in ("environment", "config"):
+        if meta.get(key) is not None and not isinstance(meta[key], Mapping):
+            raise ReportInputError(f"{name}: key {key!r} must be a JSON object")
+    return meta
+
+
+def validate_eval_details(value: Any, name: str, modality: str = "") -> dict[str, Any] | None:
+    """Class names and confusion matrices ``{method: {protocol: {fraction: [[int]]}}}``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ReportInputError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    class_names = value.get("class_names")
+    if class_names is not None and not isinstance(class_names, list):
+        raise ReportInputError(f"{name}: key 'class_names' must be a list")
+    confusion = value.get("confusion") or {}
+    if not isinstance(confusion, Mapping):
+        raise ReportInputError(f"{name}: key 'confusion' must be a JSON object")
+    checked: dict[str, dict[str, dict[str, list[list[int]]]]] = {}
+    for method, by_protocol in confusion.items():
+        if not isinstance(by_protocol, Mapping):
+            raise ReportInputError(f"{name}: confusion.{method} must be a JSON object")
+        for protocol, by_fraction in by_protocol.items():
+            if not isinstance(by_fraction, Mapping):
+                raise ReportInputError(
+                    f"{name}: confusion.{method}.{protocol} must be a JSON object"
+                )
+            for frac, matrix in by_fraction.items():
+                where = f"{name}: confusion.{method}.{protocol}.{frac}"
+                try:
+                    float(frac)
+                except ValueError:
+                    raise ReportInputError(f"{where}: key is not a label fraction") from None
+                arr = np.asarray(matrix, dtype=object)
+                if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+                    raise ReportInputError(f"{where}: expected a square matrix of counts")
+                try:
+                    counts = np.asarray(matrix, dtype=float)
+                except (TypeError, ValueError):
+                    raise ReportInputError(f"{where}: entries must be counts") from None
+                if (counts < 0).any() or not np.all(np.mod(counts, 1) == 0):
+                    raise ReportInputError(f"{where}: entries must be non-negative integers")
+                if class_names is not None and len(class_names) != counts.shape[0]:
+                    raise ReportInputError(
+                        f"{where}: {counts.shape[0]} classes but class_names has {len(class_names)}"
+                    )
+                checked.setdefault(str(method), {}).setdefault(str(protocol), {})[str(frac)] = (
+                    counts.astype(int).tolist()
+                )
+    return {**dict(value), "confusion": checked}
+
+
+def validate_curves(value: Any, name: str, modality: str = "") -> pd.DataFrame | None:
+    """Fine-tuning curves: one row per method x fraction x seed x epoch."""
+    if value is None:
+        return None
+    df = _require_frame(value, name, CURVES_REQUIRED)
+    df["method"] = _text(df, "method", name)
+    for column in ("fraction", "seed", "epoch"):
+        df[column] = _numeric(df, column, name, allow_nan=False)
+    df["val_accuracy"] = _numeric(df, "val_accuracy", name, allow_nan=True)
+    if "train_loss" in df.columns:
+        df["train_loss"] = _numeric(df, "train_loss", name, allow_nan=True)
+    return df
+
+
+def validate_projection(value: Any, name: str, modality: str = "") -> pd.DataFrame | None:
+    """2-D feature projection: method, component_1, component_2, label."""
+    if value is None:
+        return None
+    df = _require_frame(value, name, PROJECTION_REQUIRED)
+    df["method"] = _text(df, "method", name)
+    for column in ("component_1", "component_2"):
+        df[column] = _numeric(df, column, name, allow_nan=False)
+    if df["label"].isna().any():
+        i = int(np.flatnonzero(df["label"].isna().to_numpy())[0])
+        raise ReportInputError(f"{_where(name, i)}: column 'label' is empty")
+    return df
+
+
+def validate_summary(value: Any, name: str, modality: str = "") -> dict[str, Any] | None:
+    """Dataset summary: any JSON object (keys are shown as they come)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ReportInputError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    return dict(value)
+
+
+def validate_node_timings(value: Any, name: str) -> dict[str, float] | None:
+    """``{node_name: seconds}``; a non-numeric or negative time is an error naming the node."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ReportInputError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    out: dict[str, float] = {}
+    for node, seconds in value.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ReportInputError(f"{name}: node {node!r} has {seconds!r}, expected seconds")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ReportInputError(f"{name}: node {node!r} has invalid time {seconds!r}")
+        out[str(node)] = float(seconds)
+    return out
+
+
+def _optional_dict(value: Any, name: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ReportInputError(f"{name}: expected a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+_VALIDATORS = {
+    "dataset_summary": validate_summary,
+    "eval_metrics": validate_eval_metrics,
+    "eval_details": validate_eval_details,
+    "finetune_curves": validate_curves,
+    "feature_projection": validate_projection,
+}
