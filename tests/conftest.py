@@ -24,7 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def copy_project(dest: Path) -> Path:
     """Copy what ``kedro run`` needs (pyproject.toml, conf/ without local/) into ``dest``.
 
-    The package itself is installed (editable), so src/ is not copied; data/ starts empty.
+    The package itself is installed (editable), so src/ is left empty; data/ starts empty.
     """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(PROJECT_ROOT / "pyproject.toml", dest / "pyproject.toml")
@@ -35,6 +35,7 @@ def copy_project(dest: Path) -> Path:
         dirs_exist_ok=True,
     )
     (dest / "conf" / "local").mkdir(exist_ok=True)
+    (dest / "src").mkdir(exist_ok=True)  # kedro insists on the source dir; the package is installed
     (dest / "data").mkdir(exist_ok=True)
     return dest
 

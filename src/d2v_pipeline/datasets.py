@@ -114,10 +114,13 @@ class YAMLDataset(_LocalFileDataset):
 
 
 class CSVDataset(_LocalFileDataset):
-    """A pandas DataFrame as CSV (the index is not written)."""
+    """A pandas DataFrame as CSV (the index is not written).
+
+    Only empty fields load as missing: a review that reads "NA" or "null" stays text.
+    """
 
     def load(self) -> pd.DataFrame:
-        return pd.read_csv(self._require())
+        return pd.read_csv(self._require(), keep_default_na=False, na_values=[""])
 
     def save(self, data: pd.DataFrame) -> None:
         if not isinstance(data, pd.DataFrame):
