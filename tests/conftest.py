@@ -67,3 +67,15 @@ def project_root() -> Path:
 def project_copy(tmp_path: Path) -> Path:
     """A fresh copy of the project in a temporary folder."""
     return copy_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def make_project():
+    """``make_project(dest)``: a fresh copy of the project (see :func:`copy_project`)."""
+    return copy_project
+
+
+@pytest.fixture(scope="session")
+def kedro_cli():
+    """``kedro_cli(project, *args)``: run the kedro CLI there, failing the test on error."""
+    return run_kedro

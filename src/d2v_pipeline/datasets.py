@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 from kedro.io import AbstractDataset, DatasetError
 
-from d2v_pipeline.io import atomic_path, atomic_write
+from d2v_pipeline.io import _UMASK, atomic_path, atomic_write
 
 
 class _LocalFileDataset(AbstractDataset):
@@ -164,6 +164,7 @@ class FiguresDataset(_LocalFileDataset):
         target = self._filepath
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the usual folder mode
         try:
             for name, fig in data.items():
                 fig.savefig(tmp / f"{name}.png", dpi=self._dpi, bbox_inches="tight")

@@ -86,7 +86,8 @@ def _take(split: tuple, idx: np.ndarray) -> tuple:
 
 def _features(encoder: torch.nn.Module, split: tuple, layers: str, top_k: int, pool: str) -> Any:
     am = split[2] if len(split) == 3 else None
-    return extract_features(encoder, split[0], am, layers=layers, top_k=top_k, pool=pool)
+    k = top_k if layers != "final" else None
+    return extract_features(encoder, split[0], am, layers=layers, top_k=k, pool=pool)
 
 
 def evaluate_encoder(
@@ -144,8 +145,8 @@ def evaluate_encoder(
                 rows += _rows(metrics, modality, method, fraction, seed, "finetune")
                 _add_confusion(confusion, "finetune", fraction, res.confusion)
                 curves += [
-                    {"method": method, "fraction": fraction, "seed": seed, **point}
-                    for point in res.curve
+                    {"method": method, "fraction": fraction, "seed": seed, **_curve_point(p)}
+                    for p in res.curve
                 ]
                 log.info(
                     "%s/%s finetune %.0f%% seed %d: test acc %.3f (best epoch %s, %s)",
@@ -155,6 +156,14 @@ def evaluate_encoder(
     projection = _projection(encoder, test, pool, method, params.get("projection", {}))
     details = {"class_names": dataset_info.get("class_names"), "confusion": {method: confusion}}
     return pd.DataFrame(rows), details, pd.DataFrame(curves), projection
+
+
+def _curve_point(point: dict[str, float]) -> dict[str, float]:
+    """A fine-tuning curve point with the report's column names."""
+    out = dict(point)
+    if "val_acc" in out:
+        out["val_accuracy"] = out.pop("val_acc")
+    return out
 
 
 def _rows(

@@ -1,0 +1,1 @@
+"""Tuning: an Optuna study per modality over data2vec's EMA decays, mask ratio and top-K."""

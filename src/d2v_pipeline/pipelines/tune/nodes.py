@@ -1,0 +1,173 @@
+"""Tune nodes: catalog inputs -> an Optuna study over data2vec's knobs -> tables, YAML, figures.
+
+The Optuna logic lives in :mod:`d2v_pipeline.tuning`; these nodes only turn parameters and
+ingested data into its inputs, reusing the pretrain nodes' params -> configs helper so a trial
+builds exactly the encoder and method the pretrain pipeline would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from d2v_pipeline.data2vec import config as cfgs
+from d2v_pipeline.experiment import pretraining_data
+from d2v_pipeline.pipelines.finetune.nodes import subset_indices
+from d2v_pipeline.pipelines.pretrain.nodes import _configs
+from d2v_pipeline.tuning import (
+    SPACE_KEYS,
+    TrialContext,
+    TuneConfig,
+    best_params_document,
+    check_setup,
+    default_knobs,
+    describe_storage,
+    make_probe_data,
+    open_study,
+    run_study,
+    study_figures,
+    study_summary,
+    trials_table,
+    tune_config_from_dict,
+)
+
+log = logging.getLogger(__name__)
+
+# Train keys that do not change what a trial learns (speed, bookkeeping, hardware): workers
+# on different machines may differ in them and still share one study.
+_NEUTRAL_TRAIN_KEYS = ("threads", "device", "log_every", "checkpoint_every", "steps")
+
+
+def _setup(
+    cfg: TuneConfig, dataset_info: Mapping[str, Any], enc: Any, method: Any, train: Any
+) -> dict[str, Any]:
+    """The study's identity: tune budget/probe/space + the pretraining config minus the knobs."""
+    method_d = cfgs.config_to_dict(method)
+    for knob in ("ema_decay", "ema_end_decay", "top_k"):
+        method_d.pop(knob, None)
+    method_d.get("mask", {}).pop("mask_prob", None)
+    train_d = {k: v for k, v in cfgs.config_to_dict(train).items() if k not in _NEUTRAL_TRAIN_KEYS}
+    if cfg.search_space.get("lr") is not None:
+        train_d.pop("lr", None)
+    return {
+        **cfg.setup(),
+        "modality": dataset_info["modality"],
+        "data_hash": dataset_info.get("content_hash"),
+        "full_run_steps": train.steps,
+        "encoder": cfgs.config_to_dict(enc),
+        "method": method_d,
+        "train": {**train_d, "tune_overrides": cfg.setup()["train"]},
+    }
+
+
+def _base(
+    dataset_info: Mapping[str, Any], pretrain_params: Mapping[str, Any], tune_params: Any
+) -> tuple[TuneConfig, Any, dict[str, Any], tuple[Any, Any, Any]]:
+    modality = dataset_info["modality"]
+    cfg = tune_config_from_dict(modality, tune_params)
+    build = partial(_configs, "data2vec", dataset_info)
+    configs = build(pretrain_params)
+    return cfg, build, default_knobs(configs[1], configs[2]), configs
+
+
+def run_tuning_study(
+    model_input: dict[str, torch.Tensor],
+    label_subsets: dict[str, Any],
+    dataset_info: dict[str, Any],
+    pretrain_params: dict[str, Any],
+    tune_params: dict[str, Any],
+    study_dir: Path,
+) -> dict[str, Any]:
+    """Run (or continue) the modality's study until it holds ``tune.n_trials`` trials.
+
+    Args:
+        model_input: ingested tensors; pretraining uses train (+ unlabelled), the probe a
+            labelled train subset and the validation split. The test split is never read.
+        label_subsets: ingest's labelled subsets ({"0.1": [...]} or per seed).
+        dataset_info: shapes, vocabulary and content hash from ingest.
+        pretrain_params: ``<m>.pretrain`` (the full run the knobs are tuned for).
+        tune_params: ``<m>.tune`` (budget, search space, sampler, pruner, probe, storage).
+        study_dir: folder of the default journal-file study.
+
+    Returns:
+        A record of this run: trials run, counts before/after, seconds, storage.
+    """
+    cfg, build, defaults, (enc, method, train) = _base(dataset_info, pretrain_params, tune_params)
+    idx = subset_indices(label_subsets, cfg.probe.label_fraction, cfg.probe.subset_seed)
+    ctx = TrialContext(
+        cfg=cfg,
+        pretrain_params=dict(pretrain_params),
+        data=pretraining_data(model_input),
+        probe=make_probe_data(model_input, idx, cfg.probe.split_seed),
+        build_configs=build,
+        defaults=defaults,
+        depth=enc.depth,
+        full_steps=train.steps,
+        anneal_end_step=method.ema_anneal_end_step,
+    )
+    where = describe_storage(cfg.storage, study_dir)
+    study, storage, lock_base = open_study(cfg, study_dir)
+    check_setup(study, _setup(cfg, dataset_info, enc, method, train), where)
+    log.info(
+        "%s: study %r in %s: up to %d trials of %d pretraining steps",
+        cfg.modality,
+        cfg.study_name,
+        where,
+        cfg.n_trials,
+        cfg.steps,
+    )
+    record = run_study(study, storage, lock_base, ctx)
+    log.info(
+        "%s: ran %d trial(s) in %.1f s; study holds %d of %d (%s)",
+        cfg.modality,
+        len(record["trials_run"]),
+        record["seconds"],
+        record["counted_after"],
+        cfg.n_trials,
+        record["stop_reason"],
+    )
+    return {
+        "modality": cfg.modality,
+        "study_name": cfg.study_name,
+        "storage": where,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **record,
+    }
+
+
+def export_tuning_results(
+    tune_run: dict[str, Any],
+    dataset_info: dict[str, Any],
+    pretrain_params: dict[str, Any],
+    tune_params: dict[str, Any],
+    study_dir: Path,
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Read the study back from its storage and export it.
+
+    Args:
+        tune_run: the run record (orders this node after the study; not otherwise used).
+
+    Returns:
+        The trials table, the best knobs as a parameters_pretrain.yml fragment (``{}`` when
+        no trial completed), a JSON summary (best vs default, counts, steps saved by
+        pruning) and the figures.
+    """
+    cfg, _, defaults, (_, _, train) = _base(dataset_info, pretrain_params, tune_params)
+    study, _, _ = open_study(cfg, study_dir)
+    tuned = [k for k in SPACE_KEYS if cfg.search_space.get(k) is not None]
+    summary = study_summary(
+        study, cfg, defaults, train.steps, describe_storage(cfg.storage, study_dir)
+    )
+    best = summary["best"]["knobs"] if summary["best"] else None
+    if best is None:
+        log.warning("%s: no complete trial yet; the best-params file is empty", cfg.modality)
+    best_doc = best_params_document(cfg.modality, best, tuned_lr="lr" in tuned)
+    table = trials_table(study, defaults, tuned)
+    return table, best_doc, summary, study_figures(study)
