@@ -1,0 +1,371 @@
+"""One pretraining loop for any PretrainModel: AdamW, warmup + cosine, clipping, EMA hook,
+metrics history, collapse monitor (spec §9), atomic checkpoints and bitwise resume.
+
+Determinism: every random draw of step ``s`` comes from generators seeded by (seed, s) (masks,
+augmentation, dropout) or (seed, epoch) (data order), and the learning rate is a pure function
+of ``s``. A checkpoint therefore only needs the step, the model (student, head, teacher), the
+optimiser state and the metric accumulators; a resumed run ends with the same weights as an
+uninterrupted one (same machine, same thread count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .checkpoint import (
+    CHECKPOINT_FILE,
+    CheckpointError,
+    load_training_state,
+    remove_stale_temp_files,
+    save_training_state,
+)
+from .config import ConfigError, TrainConfig, config_to_dict
+from .models import PretrainModel
+
+log = logging.getLogger(__name__)
+
+# TrainConfig keys that may change between a run and its resumption (they do not change
+# the weights: only speed, bookkeeping and monitoring).
+_RESUME_MAY_CHANGE = frozenset(
+    {
+        "threads",
+        "checkpoint_every",
+        "collapse_target_std",
+        "collapse_pred_std",
+        "collapse_grace_steps",
+        "stop_on_collapse",
+    }
+)
+
+
+@dataclass
+class PretrainResult:
+    history: list[dict[str, Any]]  # one row every log_every steps
+    encoder_state: dict[str, Tensor]  # student encoder weights (what fine-tuning loads)
+    model_state: dict[str, Tensor]  # full model incl. head and teacher
+    collapsed: bool
+    collapse_step: int | None
+    wall_time_s: float  # training time summed over every (resumed) segment
+    steps: int  # optimiser steps completed
+    resumed_from_step: int | None = None
+    flops_per_step: int = 0
+    num_params: int = 0  # student encoder parameters
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A 63-bit seed from ``seed`` and ``keys`` (e.g. ("mask", step)); stable across runs."""
+    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _generator(seed: int, *keys: object) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, *keys))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over ``warmup_frac·steps`` then cosine to ``min_lr`` (step is 0-based)."""
+    warmup = round(cfg.warmup_frac * cfg.steps)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: PretrainModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on 1-D parameters (biases, norms, mask/CLS vectors)."""
+    decay, no_decay = [], []
+    for _, p in model.named_trainable_parameters():
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=True)
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
+    """Indices of step ``step``: epoch-wise permutations seeded by (seed, epoch), last
+    incomplete batch dropped."""
+    per_epoch = n // batch_size
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=_generator(seed, "data", epoch))
+    return perm[k * batch_size : (k + 1) * batch_size]
+
+
+def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Shift each image by up to ``max_shift`` pixels (edges replicated); (B, C, H, W)."""
+    b, _, h, w = x.shape
+    dy = torch.randint(-max_shift, max_shift + 1, (b, 1), generator=generator)
+    dx = torch.randint(-max_shift, max_shift + 1, (b, 1), generator=generator)
+    rows = (torch.arange(h)[None] - dy).clamp(0, h - 1).to(x.device)
+    cols = (torch.arange(w)[None] - dx).clamp(0, w - 1).to(x.device)
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def _validate_data(data: dict[str, Tensor], model: PretrainModel, cfg: TrainConfig) -> int:
+    unknown = sorted(set(data) - {"x", "attention_mask"})
+    if "x" not in data or unknown:
+        raise ValueError(
+            f"pretrain data needs key 'x' (+ optional 'attention_mask'); got {list(data)}"
+        )
+    x = data["x"]
+    n = x.shape[0]
+    if n < cfg.batch_size:
+        raise ValueError(f"pretrain data has {n} rows < batch_size {cfg.batch_size}")
+    am = data.get("attention_mask")
+    if am is not None and (am.shape != x.shape or am.dtype != torch.bool):
+        raise ValueError(
+            f"attention_mask must be bool {tuple(x.shape)}, got {am.dtype} {tuple(am.shape)}"
+        )
+    if model.modality == "text":
+        vocab = model.encoder.cfg.vocab_size
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi >= vocab:
+            row = int(((x < 0) | (x >= vocab)).any(1).nonzero()[0])
+            raise ValueError(
+                f"token id out of range [0, {vocab}) in data row {row} (min {lo}, max {hi})"
+            )
+    elif not x.is_floating_point():
+        raise ValueError(f"{model.modality} data 'x' must be float, got {x.dtype}")
+    if cfg.augment_shift and model.modality != "image":
+        raise ConfigError("train.augment_shift applies to images only")
+    return n
+
+
+def _model_identity(model: PretrainModel) -> dict[str, Any]:
+    return {
+        "method": model.method,
+        "modality": model.modality,
+        "encoder": config_to_dict(model.encoder.cfg),
+        "method_config": config_to_dict(model.cfg),
+    }
+
+
+def _check_resumable(
+    meta: dict[str, Any], path: Path, model: PretrainModel, cfg: TrainConfig
+) -> None:
+    for key, value in _model_identity(model).items():
+        if meta["model"].get(key) != value:
+            raise CheckpointError(
+                f"{path}: model {key} differs from the checkpoint's; refusing to resume"
+            )
+    old, new = meta["train_config"], config_to_dict(cfg)
+    for key in sorted(set(old) | set(new)):
+        if key not in _RESUME_MAY_CHANGE and old.get(key) != new.get(key):
+            raise CheckpointError(
+                f"{path}: train.{key} is {new.get(key)!r} but the checkpoint was made with "
+                f"{old.get(key)!r}; use another checkpoint_dir or resume=False"
+            )
+
+
+def pretrain(
+    model: PretrainModel,
+    data: dict[str, Tensor],
+    cfg: TrainConfig,
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> PretrainResult:
+    """Pretrain ``model`` on unlabelled ``data`` ({"x", optional "attention_mask"}).
+
+    With ``checkpoint_dir`` a checkpoint is written every ``checkpoint_every`` steps and at the
+    end; with ``resume`` an existing one is continued (same config required). Returns the
+    history, the student encoder weights, the full model state and the collapse verdict.
+    """
+    n = _validate_data(data, model, cfg)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):  # per-step seeding must not leak to the caller
+            return _run(model, data, n, cfg, checkpoint_dir, resume, progress)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _resume_state(
+    ckpt: Path | None,
+    resume: bool,
+    model: PretrainModel,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+) -> dict[str, Any]:
+    """Fresh loop state, or the one stored in ``ckpt`` (model and optimiser restored in place)."""
+    state: dict[str, Any] = {
+        "step": 0,
+        "history": [],
+        "acc": {},  # metric sums since the last history row: {name: [sum, count]}
+        "collapsed": False,
+        "collapse_step": None,
+        "elapsed_s": 0.0,
+        "resumed_from_step": None,
+    }
+    if ckpt is None:
+        return state
+    remove_stale_temp_files(ckpt.parent)
+    if not (resume and ckpt.is_file()):
+        return state
+    meta = load_training_state(ckpt, model, opt)
+    _check_resumable(meta, ckpt, model, cfg)
+    state.update({k: meta[k] for k in state if k != "resumed_from_step"})
+    state["resumed_from_step"] = state["step"]
+    if state["step"] > cfg.steps:
+        raise CheckpointError(f"{ckpt} is at step {state['step']} > train.steps {cfg.steps}")
+    log.info("resuming %s/%s from step %d (%s)", model.method, model.modality, state["step"], ckpt)
+    return state
+
+
+def _train_step(
+    model: PretrainModel,
+    opt: torch.optim.Optimizer,
+    params: list[Tensor],
+    batch: dict[str, Tensor],
+    cfg: TrainConfig,
+    step: int,
+) -> dict[str, float]:
+    """Forward, backward, clip, optimiser step, EMA; all randomness derived from (seed, step)."""
+    if cfg.augment_shift:
+        batch["x"] = random_shift(batch["x"], cfg.augment_shift, _generator(cfg.seed, "aug", step))
+    torch.manual_seed(derive_seed(cfg.seed, "dropout", step))  # dropout / layerdrop
+    loss, stats = model.training_loss(batch, _generator(cfg.seed, "mask", step))
+    value = loss.detach().item()
+    if not math.isfinite(value):
+        raise FloatingPointError(f"non-finite loss {value} at step {step}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    model.after_optimizer_step(step)
+    return {"loss": value, **stats}
+
+
+def _run(
+    model: PretrainModel,
+    data: dict[str, Tensor],
+    n: int,
+    cfg: TrainConfig,
+    checkpoint_dir: Path | None,
+    resume: bool,
+    progress: bool,
+) -> PretrainResult:
+    device = _device(cfg.device)
+    model.to(device).train()
+    opt = build_optimizer(model, cfg)
+    params = [p for _, p in model.named_trainable_parameters()]
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    state = _resume_state(ckpt, resume, model, opt, cfg)
+    input_len = data["x"].shape[-1] if model.modality == "speech" else None
+    flops = model.flops_per_step(cfg.batch_size, input_len)
+    num_params = sum(p.numel() for p in model.encoder.parameters())
+    log.info(
+        "pretraining %s/%s: %d encoder params, %d steps of %d, %.2f GFLOP/step",
+        *(model.method, model.modality, num_params, cfg.steps, cfg.batch_size, flops / 1e9),
+    )
+    bar = tqdm(
+        total=cfg.steps,
+        initial=state["step"],
+        disable=not progress,
+        desc=f"pretrain {model.method}/{model.modality}",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    t_start = t_log = time.perf_counter()
+    elapsed0, since_log = state["elapsed_s"], 0
+    acc: dict[str, list[float]] = state["acc"]
+    stop = state["collapsed"] and cfg.stop_on_collapse
+    step = state["step"]
+    while step < cfg.steps and not stop:
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = batch_indices(step, n, cfg.batch_size, cfg.seed)
+        batch = {k: v[idx].to(device) for k, v in data.items()}
+        metrics = _train_step(model, opt, params, batch, cfg, step)
+        step, since_log = step + 1, since_log + 1
+        for key, value in metrics.items():
+            if not math.isnan(value):
+                total = acc.setdefault(key, [0.0, 0])
+                total[0], total[1] = total[0] + value, total[1] + 1
+        bar.update(1)
+        state["step"] = step
+        state["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            row = {
+                "step": step,
+                "lr": lr,
+                "tau": model.ema_decay_at(step - 1),
+                "target_std": None,
+                "pred_std": None,
+                **{k: total / count for k, (total, count) in acc.items()},
+                "samples_per_s": since_log * cfg.batch_size / max(now - t_log, 1e-9),
+                "elapsed_s": state["elapsed_s"],
+            }
+            state["history"].append(row)
+            acc.clear()
+            t_log, since_log = now, 0
+            shown = ("loss", "target_std", "pred_std")
+            bar.set_postfix({k: f"{row[k]:.3g}" for k in shown if row.get(k) is not None})
+            stop = _collapse_check(model, row, state, cfg)
+        every = cfg.checkpoint_every
+        if ckpt is not None and (step == cfg.steps or stop or (every and step % every == 0)):
+            meta = {**state, "model": _model_identity(model), "train_config": config_to_dict(cfg)}
+            save_training_state(ckpt, model, opt, meta)
+    bar.close()
+    log.info(
+        "pretrained %s/%s: %d steps in %.1f s%s",
+        *(model.method, model.modality, step, state["elapsed_s"]),
+        f" (COLLAPSED at step {state['collapse_step']})" if state["collapsed"] else "",
+    )
+    return PretrainResult(
+        history=state["history"],
+        encoder_state={k: v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()},
+        model_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        collapsed=state["collapsed"],
+        collapse_step=state["collapse_step"],
+        wall_time_s=state["elapsed_s"],
+        steps=step,
+        resumed_from_step=state["resumed_from_step"],
+        flops_per_step=flops,
+        num_params=num_params,
+        info={"method": model.method, "modality": model.modality, "device": str(device)},
+    )
+
+
+def _collapse_check(
+    model: PretrainModel, row: dict[str, Any], state: dict[str, Any], cfg: TrainConfig
+) -> bool:
+    """Spec §9: flag target std < 0.1 or prediction std < 0.01 after the grace period.
+    Returns True when training should stop."""
+    if not model.monitors_collapse or row["step"] <= cfg.collapse_grace_steps:
+        return False
+    t, p = row.get("target_std"), row.get("pred_std")
+    low_t = t is not None and t < cfg.collapse_target_std
+    low_p = p is not None and p < cfg.collapse_pred_std
+    if (low_t or low_p) and not state["collapsed"]:
+        state["collapsed"], state["collapse_step"] = True, row["step"]
+        log.warning(
+            "COLLAPSE suspected in %s/%s at step %d: target std %s (min %s), prediction std %s "
+            "(min %s). Spec §9 causes: lr too high or warmup too short, tau too low.",
+            *(model.method, model.modality, row["step"], t, cfg.collapse_target_std),
+            *(p, cfg.collapse_pred_std),
+        )
+    return (low_t or low_p) and cfg.stop_on_collapse
