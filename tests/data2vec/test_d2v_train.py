@@ -113,6 +113,21 @@ def test_same_seed_same_losses(encoder_cfg, method_cfg, batch) -> None:
     assert runs[0] != runs[2]
 
 
+def test_callback_sees_logged_steps_and_can_stop_training(encoder_cfg, method_cfg, batch) -> None:
+    data = batch("image", 64)
+    seen: list[int] = []
+
+    def callback(step, model) -> bool:
+        seen.append(step)
+        assert model.training  # called mid-training
+        return step >= 20
+
+    model = build_pretrain_model("data2vec", encoder_cfg("image"), method_cfg("data2vec", "image"))
+    r = pretrain(model, data, _cfg(steps=40, log_every=5), progress=False, callback=callback)
+    assert seen == [5, 10, 15, 20]
+    assert r.steps == 20 and r.info["stopped_early"]
+
+
 def test_lr_schedule_warmup_then_cosine() -> None:
     cfg = TrainConfig(steps=100, lr=1e-3, min_lr=1e-5, warmup_frac=0.1)
     lrs = [lr_at(s, cfg) for s in range(100)]

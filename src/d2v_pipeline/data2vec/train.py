@@ -14,6 +14,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,8 +178,13 @@ def pretrain(
     checkpoint_dir: Path | None = None,
     resume: bool = True,
     progress: bool = True,
+    callback: Callable[[int, PretrainModel], bool | None] | None = None,
 ) -> PretrainResult:
     """Pretrain ``model`` on unlabelled ``data`` ({"x", optional "attention_mask"}).
+
+    ``callback(step, model)`` runs at every logged step (``step % log_every == 0`` and the
+    last step; ``step`` = optimiser steps done, model in train mode); returning True stops
+    training there (``result.info["stopped_early"]``), e.g. an Optuna pruner.
 
     With ``checkpoint_dir`` a checkpoint is written every ``checkpoint_every`` steps and at the
     end; with ``resume`` an existing one is continued (same config required). Returns the
@@ -189,7 +195,7 @@ def pretrain(
     torch.set_num_threads(cfg.threads)
     try:
         with torch.random.fork_rng(devices=[]):  # per-step seeding must not leak to the caller
-            return _run(model, data, n, cfg, checkpoint_dir, resume, progress)
+            return _run(model, data, n, cfg, checkpoint_dir, resume, progress, callback)
     finally:
         torch.set_num_threads(prev_threads)
 
@@ -265,6 +271,7 @@ def _run(
     checkpoint_dir: Path | None,
     resume: bool,
     progress: bool,
+    callback: Callable[[int, PretrainModel], bool | None] | None = None,
 ) -> PretrainResult:
     device = _device(cfg.device)
     model.to(device).train()
@@ -291,6 +298,7 @@ def _run(
     elapsed0, since_log = state["elapsed_s"], 0
     acc: dict[str, list[float]] = state["acc"]
     stop = state["collapsed"] and cfg.stop_on_collapse
+    stopped_early = False
     step = state["step"]
     while step < cfg.steps and not stop:
         lr = lr_at(step, cfg)
@@ -325,6 +333,8 @@ def _run(
             shown = ("loss", "target_std", "pred_std")
             bar.set_postfix({k: f"{row[k]:.3g}" for k in shown if row.get(k) is not None})
             stop = _collapse_check(model, row, state, cfg)
+            if callback is not None and callback(step, model):
+                stopped_early = stop = True
         every = cfg.checkpoint_every
         if ckpt is not None and (step == cfg.steps or stop or (every and step % every == 0)):
             meta = {**state, "model": _model_identity(model), "train_config": config_to_dict(cfg)}
@@ -346,7 +356,12 @@ def _run(
         resumed_from_step=state["resumed_from_step"],
         flops_per_step=flops,
         num_params=num_params,
-        info={"method": model.method, "modality": model.modality, "device": str(device)},
+        info={
+            "method": model.method,
+            "modality": model.modality,
+            "device": str(device),
+            "stopped_early": stopped_early,
+        },
     )
 
 
