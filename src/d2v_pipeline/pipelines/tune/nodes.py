@@ -34,6 +34,7 @@ from d2v_pipeline.tuning import (
     run_study,
     study_figures,
     study_summary,
+    trial_pretrain_params,
     trials_table,
     tune_config_from_dict,
 )
@@ -42,18 +43,25 @@ log = logging.getLogger(__name__)
 
 # Train keys that do not change what a trial learns (speed, bookkeeping, hardware): workers
 # on different machines may differ in them and still share one study.
-_NEUTRAL_TRAIN_KEYS = ("threads", "device", "log_every", "checkpoint_every", "steps")
+_NEUTRAL_TRAIN_KEYS = ("threads", "device", "log_every", "checkpoint_every")
 
 
 def _setup(
-    cfg: TuneConfig, dataset_info: Mapping[str, Any], enc: Any, method: Any, train: Any
+    cfg: TuneConfig,
+    dataset_info: Mapping[str, Any],
+    configs: tuple[Any, Any, Any],
+    trial_train: Any,
 ) -> dict[str, Any]:
-    """The study's identity: tune budget/probe/space + the pretraining config minus the knobs."""
+    """The study's identity: budget, probe and search space, the data, and the configs a
+    trial trains with except the searched knobs and settings that change no result."""
+    enc, method, train = configs
     method_d = cfgs.config_to_dict(method)
     for knob in ("ema_decay", "ema_end_decay", "top_k"):
         method_d.pop(knob, None)
     method_d.get("mask", {}).pop("mask_prob", None)
-    train_d = {k: v for k, v in cfgs.config_to_dict(train).items() if k not in _NEUTRAL_TRAIN_KEYS}
+    train_d = {
+        k: v for k, v in cfgs.config_to_dict(trial_train).items() if k not in _NEUTRAL_TRAIN_KEYS
+    }
     if cfg.search_space.get("lr") is not None:
         train_d.pop("lr", None)
     return {
@@ -63,7 +71,7 @@ def _setup(
         "full_run_steps": train.steps,
         "encoder": cfgs.config_to_dict(enc),
         "method": method_d,
-        "train": {**train_d, "tune_overrides": cfg.setup()["train"]},
+        "trial_train": train_d,
     }
 
 
@@ -112,9 +120,13 @@ def run_tuning_study(
         full_steps=train.steps,
         anneal_end_step=method.ema_anneal_end_step,
     )
+    trial_params = trial_pretrain_params(
+        pretrain_params, defaults, cfg, train.steps, method.ema_anneal_end_step
+    )
+    setup = _setup(cfg, dataset_info, (enc, method, train), build(trial_params)[2])
     where = describe_storage(cfg.storage, study_dir)
     study, storage, lock_base = open_study(cfg, study_dir)
-    check_setup(study, _setup(cfg, dataset_info, enc, method, train), where)
+    check_setup(study, setup, where)
     log.info(
         "%s: study %r in %s: up to %d trials of %d pretraining steps",
         cfg.modality,
