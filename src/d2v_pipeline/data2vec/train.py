@@ -191,6 +191,10 @@ def pretrain(
     history, the student encoder weights, the full model state and the collapse verdict.
     """
     n = _validate_data(data, model, cfg)
+    # Denormal floats (e.g. Adam's squared tiny gradients) are ~100x slower on x86 CPUs;
+    # flushing them to zero made a tiny-model step 4x faster here and changes no result
+    # that matters. The setting is process-wide (torch has no getter to restore it).
+    torch.set_flush_denormal(True)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:

@@ -461,6 +461,10 @@ def finetune(
     xte, yte, amte = _split(test, "test", num_classes)
     modality = infer_modality(encoder, xtr)
 
+    # Denormal floats (e.g. Adam's squared tiny gradients) are ~100x slower on x86 CPUs;
+    # flushing them to zero made a tiny-model step 4x faster here and changes no result
+    # that matters. The setting is process-wide (torch has no getter to restore it).
+    torch.set_flush_denormal(True)
     prev_threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
