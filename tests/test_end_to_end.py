@@ -70,3 +70,33 @@ def test_second_run_resumes_pretraining_from_the_finished_state(smoke_run, kedro
         project, "run", "--env", "smoke", "--namespaces", "image", "--pipelines", "pretrain"
     )
     assert "resuming data2vec/image" in proc.stdout + proc.stderr
+
+
+def test_notebook_rebuilds_the_main_table_from_the_catalog(smoke_run, project_root, monkeypatch):
+    """notebooks/results.ipynb runs top to bottom on the smoke outputs."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    project, _ = smoke_run
+    nb = nbformat.read(project_root / "notebooks" / "results.ipynb", as_version=4)
+    monkeypatch.setenv("D2V_PROJECT", str(project))
+    monkeypatch.setenv("D2V_ENV", "smoke")
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(project)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = " ".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert "data2vec" in text and "scratch" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_kedro_viz_build_works_offline(tmp_path, make_project, kedro_cli):
+    """`kedro viz build` writes a static pipeline map with every modality lane."""
+    project = make_project(tmp_path / "viz")
+    kedro_cli(project, "viz", "build")
+    build = project / "build"
+    assert (build / "index.html").is_file()
+    main = json.loads((build / "api" / "main").read_text())
+    assert set(MODALITIES) <= set(main["modular_pipelines"])  # three lanes
+    assert {"__default__", "ingest", "pretrain", "finetune", "report", "tune"} <= {
+        p["id"] for p in main["pipelines"]
+    }
