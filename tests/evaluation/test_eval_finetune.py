@@ -114,6 +114,29 @@ def test_speech_finetune_runs_with_augmentation(make_encoder):
     assert res.test_accuracy > 0.8
 
 
+def test_speech_finetune_with_frozen_frontend_trains_only_the_transformer(make_encoder):
+    g = torch.Generator().manual_seed(1)
+    t = torch.arange(4000) / 16000
+
+    def make(n):
+        y = torch.randint(0, 2, (n,), generator=g)
+        f = torch.where(y == 1, 2000.0, 500.0)
+        x = torch.sin(2 * math.pi * f[:, None] * t[None]) + 0.3 * torch.randn(n, 4000, generator=g)
+        return (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True), y
+
+    encoder = make_encoder("speech")
+    cfg = FinetuneConfig(epochs=4, batch_size=16, freeze_frontend=True, **FAST)
+    res = finetune(encoder, 2, make(48), make(48), make(48), cfg, progress=False)
+    assert res.test_accuracy > 0.8
+    tuned = res.model.encoder.encoder  # Classifier -> FrozenFrontend -> encoder
+    for name, p in tuned.named_parameters():
+        before = dict(encoder.named_parameters())[name]
+        if name.startswith("transformer."):
+            continue
+        if name.startswith("frontend"):
+            assert torch.equal(p, before), f"{name} changed with a frozen front-end"
+
+
 def test_budget_depends_only_on_subset_size():
     cfg = FinetuneConfig(epochs=100, batch_size=32, min_steps=300, max_steps=3000)
     assert cfg.planned_steps(40) == 300  # 1 % subsets get the step floor
