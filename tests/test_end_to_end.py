@@ -38,7 +38,8 @@ def test_registry_lists_every_stage(tmp_path, make_project, kedro_cli):
 
 
 def test_smoke_run_writes_the_report_for_every_modality_and_method(smoke_run):
-    project, _ = smoke_run
+    project, proc = smoke_run
+    assert "Report written to" in proc.stdout
     reporting = project / "data" / "08_reporting"
     html = (reporting / "report.html").read_text()
     md = (reporting / "report.md").read_text()

@@ -95,3 +95,15 @@ class ProgressHooks:
             _fmt(elapsed),
             _fmt(sum(self._pending.values())),
         )
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        elapsed = time.perf_counter() - self._run_start
+        log.info("Run finished in %s", _fmt(elapsed))
+        if "report_html" in pipeline.all_outputs():
+            dataset = catalog.get("report_html") if hasattr(catalog, "get") else None
+            described = dataset._describe() if dataset is not None else {}
+            filepath = described.get("filepath", "data/08_reporting/report.html")
+            path = (self._path.parents[2] / filepath).resolve()
+            log.info("Report: %s", path)
+            print(f"\nReport written to {path}")
