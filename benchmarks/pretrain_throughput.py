@@ -18,9 +18,14 @@ small transformers.
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: spinning worker threads collapse throughput whenever another
+# process shares the cores (see d2v_pipeline/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
-import os
 import platform
 import sys
 import time
