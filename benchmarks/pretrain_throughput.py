@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from d2v_pipeline.data2vec import config as cfgs  # noqa: E402
 from d2v_pipeline.data2vec.models import build_pretrain_model  # noqa: E402
 from d2v_pipeline.data2vec.train import pretrain  # noqa: E402
-from d2v_pipeline.experiment import encoder_config, environment  # noqa: E402
+from d2v_pipeline.experiment import encoder_config, environment, load_parameters  # noqa: E402
 from d2v_pipeline.io import atomic_write  # noqa: E402
 
 MODALITIES = ("image", "speech", "text")
@@ -87,18 +87,6 @@ def reference_transformer(
     n_params = depth * (4 * d * d + 2 * d * ffn)
     flops = 6 * n_params * batch * tokens + depth * 3 * 4 * batch * tokens * tokens * d
     return {"batch": batch, "tokens": tokens, "s_per_step": dt, "flops_per_s": flops / dt}
-
-
-def load_params(env: str) -> dict[str, Any]:
-    from kedro.config import OmegaConfigLoader
-
-    loader = OmegaConfigLoader(
-        conf_source=str(ROOT / "conf"),
-        base_env="base",
-        default_run_env=env,
-        merge_strategy={"parameters": "soft"},
-    )
-    return dict(loader["parameters"])
 
 
 def load_data(modality: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
@@ -206,7 +194,7 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "pretrain_throughput.json"
     )
     args = parser.parse_args()
-    params = load_params(args.env)
+    params = load_parameters(ROOT / "conf", args.env)
     threads = int(params["image"]["pretrain"]["train"].get("threads", 2))
     peak = matmul_peak(threads)
     print(f"matmul peak on {threads} threads: {peak / 1e9:.1f} GFLOP/s", flush=True)

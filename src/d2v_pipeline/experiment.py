@@ -76,6 +76,20 @@ def pretraining_data(model_input: Mapping[str, torch.Tensor]) -> dict[str, torch
     return data
 
 
+def load_parameters(conf_source: str | Path, env: str = "base") -> dict[str, Any]:
+    """Kedro parameters of ``env`` merged over base, as the project's settings merge them
+    (soft merge), for scripts that run outside a Kedro session (benchmarks)."""
+    from kedro.config import OmegaConfigLoader
+
+    loader = OmegaConfigLoader(
+        conf_source=str(conf_source),
+        base_env="base",
+        default_run_env=env,
+        merge_strategy={"parameters": "soft"},
+    )
+    return dict(loader["parameters"])
+
+
 def git_commit(path: str | Path = ".") -> str | None:
     """The current git commit (with ``+dirty`` when the tree has changes), or None outside git."""
     try:

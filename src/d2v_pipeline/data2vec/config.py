@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 MODALITIES = ("image", "speech", "text")
-METHODS = ("data2vec", "masked_recon")
+METHODS = ("data2vec", "data2vec2", "masked_recon")
 
 Tap = Literal["ffn", "block"]
 TargetNorm = Literal["instance", "layer", "none"]
@@ -222,18 +222,23 @@ class Data2VecConfig:
         ``tau' = max(floor, 1 - (1 - tau) * T_ref / T)``; ``tau_n' = round(tau_n * T / T_ref)``.
         E.g. speech at T = 2,000: 0.999 -> 0.9, 0.9999 -> 0.98, tau_n 30,000 -> 150.
         """
-        _check(steps > 0, "steps must be > 0")
-        ratio = self.ema_ref_steps / steps
+        return _short_run(self, steps, floor)
 
-        def scale(tau: float) -> float:
-            return tau if tau >= 1.0 else max(floor, 1.0 - (1.0 - tau) * ratio)
 
-        return dataclasses.replace(
-            self,
-            ema_decay=scale(self.ema_decay),
-            ema_end_decay=scale(self.ema_end_decay),
-            ema_anneal_end_step=round(self.ema_anneal_end_step / ratio),
-        )
+def _short_run(cfg: Any, steps: int, floor: float) -> Any:
+    """The spec §2 short-run rescaling of any config with ``ema_*`` fields (v1 and v2)."""
+    _check(steps > 0, "steps must be > 0")
+    ratio = cfg.ema_ref_steps / steps
+
+    def scale(tau: float) -> float:
+        return tau if tau >= 1.0 else max(floor, 1.0 - (1.0 - tau) * ratio)
+
+    return dataclasses.replace(
+        cfg,
+        ema_decay=scale(cfg.ema_decay),
+        ema_end_decay=scale(cfg.ema_end_decay),
+        ema_anneal_end_step=round(cfg.ema_anneal_end_step / ratio),
+    )
 
 
 @dataclass(kw_only=True)
@@ -283,6 +288,176 @@ class TextData2VecConfig(Data2VecConfig):
     ema_decay: float = 0.999
     ema_end_decay: float = 0.9999
     ema_anneal_end_step: int = 100_000  # P1 (FS base.yaml uses 300,000)
+    ema_ref_steps: int = 1_000_000
+
+
+# ---------------------------------------------------------------- data2vec 2.0 (spec §5)
+@dataclass(kw_only=True)
+class ImageMask2Config(MaskConfig):
+    """Inverse block masking (spec §3, v2): ``mask_prob`` = R; exactly int(L·(1-R)) patches
+    are kept per image, grown from ``int(L·(1-R+A)/B²)`` B×B blocks then adjusted at random."""
+
+    modality: ClassVar[str] = "image"
+    mask_prob: float = 0.75  # spec §4 tiny rec.: R 0.75 (Base: 0.8)
+    block_size: int = 2  # B; spec §4 tiny rec.: 2 on a small grid (Base: 3)
+    adjust: float = 0.07  # A, FS mask_prob_adjust (Base 0.07)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            self.mask_prob < 1.0, f"mask_prob must be < 1 (some patches kept), got {self.mask_prob}"
+        )
+        _check(self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}")
+        _check(self.adjust >= 0.0, f"adjust must be >= 0, got {self.adjust}")
+
+
+@dataclass(kw_only=True)
+class SpeechMask2Config(SpeechMaskConfig):
+    """v2 spans (spec §3: mask_prob 0.5, length 5). v2 gathers the visible frames into a dense
+    batch, so every row is then brought to the same masked count: the batch mean, by masking
+    or unmasking random frames (with ``require_same_masks`` rows are first trimmed to the
+    batch minimum, as FS does, which makes the adjustment a no-op)."""
+
+    mask_prob: float = 0.5
+    mask_length: int = 5
+
+
+@dataclass(kw_only=True)
+class TextMask2Config(MaskConfig):
+    """v2 text (spec §3): exactly round(mask_prob·n) of the n maskable real tokens per row,
+    single tokens (FS mask_length 1); padding and special ids are never masked."""
+
+    modality: ClassVar[str] = "text"
+    mask_prob: float = 0.48
+
+
+@dataclass(kw_only=True)
+class DecoderConfig:
+    """Convolutional decoder (spec §5 item 4): ``layers`` × [grouped conv -> LayerNorm (no
+    affine) -> GELU], residual between layers, then a projection back to D (``projection_layers``
+    2 = Linear(C, 2D)-GELU-Linear(2D, D), the text variant). Images convolve in 2-D over the
+    patch grid, speech and text in 1-D over positions. ``dim`` None = the encoder width."""
+
+    modality: ClassVar[str] = ""
+    dim: int | None = None
+    layers: int = 2  # spec §5 rec. for CPU: 2-3 layers of width D
+    kernel: int = 3
+    groups: int = 8
+    residual: bool = True
+    input_dropout: float = 0.0
+    projection_layers: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.dim is None or self.dim > 0, f"decoder dim must be > 0, got {self.dim}")
+        _check(self.layers >= 1, f"decoder layers must be >= 1, got {self.layers}")
+        _check(self.kernel >= 1 and self.kernel % 2 == 1, f"kernel must be odd, got {self.kernel}")
+        _check(self.groups >= 1, f"groups must be >= 1, got {self.groups}")
+        _check(0.0 <= self.input_dropout < 1.0, "input_dropout must be in [0, 1)")
+        _check(self.projection_layers in (1, 2), "projection_layers must be 1 or 2")
+        if self.dim is not None:
+            _check(self.dim % self.groups == 0, f"dim {self.dim} not divisible by {self.groups}")
+
+
+@dataclass(kw_only=True)
+class ImageDecoderConfig(DecoderConfig):
+    modality: ClassVar[str] = "image"  # FS Base: 2-D, kernel 3, groups 16, 6 layers, residual
+
+
+@dataclass(kw_only=True)
+class SpeechDecoderConfig(DecoderConfig):
+    modality: ClassVar[str] = "speech"  # FS Base: 1-D, kernel 7, groups 16, 4 layers, drop 0.1
+    kernel: int = 7
+    input_dropout: float = 0.1
+
+
+@dataclass(kw_only=True)
+class TextDecoderConfig(DecoderConfig):
+    modality: ClassVar[str] = "text"  # FS Base: 1-D, kernel 9, groups 1, 5 layers, NO residual
+    kernel: int = 9
+    groups: int = 1
+    residual: bool = False
+    input_dropout: float = 0.1
+    projection_layers: int = 2  # Linear(768, 1536)-GELU-Linear(1536, 768)
+
+
+@dataclass(kw_only=True)
+class Data2Vec2Config:
+    """data2vec 2.0 (spec §5): M clones per sample share one teacher pass; the student encodes
+    visible tokens only; a conv decoder fills the masked slots; L2 at masked positions.
+
+    ``top_k``: spec §5 rec. for CPU is K = depth (default 4 = the default depth; None = every
+    block of whatever depth). ``loss_scale`` None =
+    1/sqrt(D) (spec §1.3 v2: images, speech); text 1. ``cls_loss`` (images only, spec §5
+    item 5): weight of the CLS output regressing the mean of the patch targets.
+    """
+
+    modality: ClassVar[str] = ""
+    mask: MaskConfig
+    decoder: DecoderConfig
+    clones: int = 4  # spec §5 rec. for CPU: M = 4 (FS: images 16, speech/text 8)
+    top_k: int | None = 4
+    tap: Tap = "ffn"  # spec §1.1: every v2 modality taps the FFN output
+    target_layer_norm: TargetNorm = "instance"  # spec §1.2 v2 rows: instance norm per layer
+    target_final_norm: TargetNorm
+    loss_scale: float | None
+    cls_loss: float = 0.0
+    mask_noise_std: float = 0.01  # spec §5 item 4
+    ema_decay: float
+    ema_end_decay: float
+    ema_anneal_end_step: int
+    ema_ref_steps: int
+
+    def __post_init__(self) -> None:
+        _check(self.clones >= 1, f"clones must be >= 1, got {self.clones}")
+        _check(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        _check(self.cls_loss >= 0.0 and self.mask_noise_std >= 0.0, "negative weight or std")
+        _check(self.loss_scale is None or self.loss_scale > 0, "loss_scale must be > 0")
+        for name in ("ema_decay", "ema_end_decay"):
+            _check(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
+        _check(self.ema_anneal_end_step >= 0, "ema_anneal_end_step must be >= 0")
+
+    def short_run(self, steps: int, floor: float = 0.9) -> Data2Vec2Config:
+        """Spec §2 rec. for short runs (same rule as :meth:`Data2VecConfig.short_run`)."""
+        return _short_run(self, steps, floor)
+
+
+@dataclass(kw_only=True)
+class ImageData2Vec2Config(Data2Vec2Config):
+    modality: ClassVar[str] = "image"
+    mask: ImageMask2Config = field(default_factory=ImageMask2Config)
+    decoder: ImageDecoderConfig = field(default_factory=ImageDecoderConfig)
+    target_final_norm: TargetNorm = "layer"  # spec §1.2: IN -> AVG -> LN
+    loss_scale: float | None = None
+    cls_loss: float = 0.01  # spec §5 item 5
+    ema_decay: float = 0.9998  # spec §2 table, images v2 Base
+    ema_end_decay: float = 0.99999
+    ema_anneal_end_step: int = 100_000
+    ema_ref_steps: int = 375_300
+
+
+@dataclass(kw_only=True)
+class SpeechData2Vec2Config(Data2Vec2Config):
+    modality: ClassVar[str] = "speech"
+    mask: SpeechMask2Config = field(default_factory=SpeechMask2Config)
+    decoder: SpeechDecoderConfig = field(default_factory=SpeechDecoderConfig)
+    target_final_norm: TargetNorm = "none"  # spec §1.2: IN -> AVG
+    loss_scale: float | None = None
+    ema_decay: float = 0.999  # spec §2 table, speech v2 Base
+    ema_end_decay: float = 0.99999
+    ema_anneal_end_step: int = 75_000
+    ema_ref_steps: int = 400_000
+
+
+@dataclass(kw_only=True)
+class TextData2Vec2Config(Data2Vec2Config):
+    modality: ClassVar[str] = "text"
+    mask: TextMask2Config = field(default_factory=TextMask2Config)
+    decoder: TextDecoderConfig = field(default_factory=TextDecoderConfig)
+    target_final_norm: TargetNorm = "none"  # spec §1.2: IN (changed from v1's LN) -> AVG
+    loss_scale: float | None = 1.0  # spec §1.3: text sums over D, scale 1
+    ema_decay: float = 0.9999  # spec §2 table, text v2 Base
+    ema_end_decay: float = 0.99999
+    ema_anneal_end_step: int = 100_000
     ema_ref_steps: int = 1_000_000
 
 
@@ -355,6 +530,9 @@ _ENCODERS = {c.modality: c for c in (ImageEncoderConfig, SpeechEncoderConfig, Te
 _MASKS = {c.modality: c for c in (ImageMaskConfig, SpeechMaskConfig, TextMaskConfig)}
 _D2V = {c.modality: c for c in (ImageData2VecConfig, SpeechData2VecConfig, TextData2VecConfig)}
 _RECON = {c.modality: c for c in (ImageReconConfig, SpeechReconConfig, TextReconConfig)}
+_D2V2 = {c.modality: c for c in (ImageData2Vec2Config, SpeechData2Vec2Config, TextData2Vec2Config)}
+_MASKS2 = {c.modality: c for c in (ImageMask2Config, SpeechMask2Config, TextMask2Config)}
+_DECODERS = {c.modality: c for c in (ImageDecoderConfig, SpeechDecoderConfig, TextDecoderConfig)}
 
 
 class ConfigError(ValueError):
@@ -460,6 +638,17 @@ def data2vec_config_from_dict(modality: str, data: Mapping[str, Any] | None) -> 
     )
 
 
+def data2vec2_config_from_dict(modality: str, data: Mapping[str, Any] | None) -> Data2Vec2Config:
+    """data2vec 2.0 config of ``modality`` (nested ``mask``/``decoder``; unknown keys rejected)."""
+    return _from_dict(
+        _pick(_D2V2, modality),
+        data,
+        f"{modality}.data2vec2",
+        mask=_pick(_MASKS2, modality),
+        decoder=_pick(_DECODERS, modality),
+    )
+
+
 def recon_config_from_dict(modality: str, data: Mapping[str, Any] | None) -> ReconConfig:
     return _from_dict(
         _pick(_RECON, modality), data, f"{modality}.masked_recon", mask=_pick(_MASKS, modality)
@@ -468,10 +657,12 @@ def recon_config_from_dict(modality: str, data: Mapping[str, Any] | None) -> Rec
 
 def method_config_from_dict(
     method: str, modality: str, data: Mapping[str, Any] | None
-) -> Data2VecConfig | ReconConfig:
-    """Config of a pretraining ``method`` ("data2vec" or "masked_recon")."""
+) -> Data2VecConfig | Data2Vec2Config | ReconConfig:
+    """Config of a pretraining ``method`` ("data2vec", "data2vec2" or "masked_recon")."""
     if method == "data2vec":
         return data2vec_config_from_dict(modality, data)
+    if method == "data2vec2":
+        return data2vec2_config_from_dict(modality, data)
     if method == "masked_recon":
         return recon_config_from_dict(modality, data)
     raise ConfigError(f"unknown pretraining method {method!r}; expected one of {METHODS}")
@@ -481,7 +672,9 @@ def train_config_from_dict(data: Mapping[str, Any] | None) -> TrainConfig:
     return _from_dict(TrainConfig, data, "train")
 
 
-def default_method_config(method: str, modality: str) -> Data2VecConfig | ReconConfig:
+def default_method_config(
+    method: str, modality: str
+) -> Data2VecConfig | Data2Vec2Config | ReconConfig:
     """The spec defaults of ``method`` for ``modality``."""
     return method_config_from_dict(method, modality, {})
 

@@ -1,8 +1,11 @@
 """Modality front-ends on the shared transformer, following the Encoder contract.
 
-Each encoder splits its forward in two so that data2vec can share or copy parts (spec §2):
+Each encoder splits its forward so that data2vec can share or copy parts (spec §2):
 ``embed(x)`` gives the local features before masking (patch embedding, conv features, token
 embedding) and ``contextualize(feat, ...)`` applies the mask, positions and the transformer.
+``contextualize`` is itself ``embed_positions`` (positions, per-modality norm and dropout) then
+``encode_tokens`` (CLS + transformer), which data2vec 2.0 calls on a gathered subset of visible
+tokens (spec §5 item 3).
 """
 
 from __future__ import annotations
@@ -66,6 +69,21 @@ class Encoder(nn.Module):
         return_layers: bool = False,
     ) -> EncoderOutput:
         raise NotImplementedError
+
+    def embed_positions(self, feat: Tensor) -> Tensor:
+        """(B, T, D) transformer input: local features + positions (+ norm and dropout).
+
+        Position i's output depends on position i's features only, except for speech, whose
+        conv positions mix neighbouring frames (data2vec 2.0 zeroes masked frames first)."""
+        raise NotImplementedError
+
+    def encode_tokens(
+        self, h: Tensor, padding_mask: Tensor | None = None, return_layers: bool = False
+    ) -> EncoderOutput:
+        """Run the transformer on any (B, T', D) set of positioned tokens (images prepend
+        CLS); ``padding_mask`` (B, T') True = padding."""
+        out, layers = self.transformer(h, padding_mask, return_layers, self.tap)
+        return EncoderOutput(out, layers, padding_mask, None)
 
     def forward(
         self,
@@ -137,12 +155,24 @@ class ImageEncoder(Encoder):
         self._check_mask(mask, feat)
         if mask is not None:  # spec §3: masked patches replaced by mask_emb before positions
             feat = torch.where(mask.unsqueeze(-1), self.mask_emb.to(feat.dtype), feat)
-        cls = self.cls_token.expand(feat.shape[0], 1, -1)
-        h = torch.cat([cls, feat], dim=1) + self.pos_embed
-        out, layers = self.transformer(h, None, return_layers, self.tap)
+        return self.encode_tokens(self.embed_positions(feat), None, return_layers)
+
+    def embed_positions(self, feat: Tensor) -> Tensor:
+        return feat + self.pos_embed[1:]
+
+    def encode_tokens(
+        self, h: Tensor, padding_mask: Tensor | None = None, return_layers: bool = False
+    ) -> EncoderOutput:
+        cls = (self.cls_token + self.pos_embed[0]).expand(h.shape[0], 1, -1)
+        if padding_mask is not None:  # the CLS slot is never padding
+            padding_mask = F.pad(padding_mask, (1, 0), value=False)
+        out, layers = self.transformer(
+            torch.cat([cls, h], dim=1), padding_mask, return_layers, self.tap
+        )
         if layers is not None:
             layers = [t[:, 1:] for t in layers]
-        return EncoderOutput(out[:, 1:], layers, None, out[:, 0])
+        pm = None if padding_mask is None else padding_mask[:, 1:]
+        return EncoderOutput(out[:, 1:], layers, pm, out[:, 0])
 
     def num_tokens(self, input_len: int | None = None) -> int:
         g = self.cfg.grid
@@ -226,10 +256,11 @@ class SpeechEncoder(Encoder):
         self._check_mask(mask, feat)
         if mask is not None:
             feat = torch.where(mask.unsqueeze(-1), self.mask_emb.to(feat.dtype), feat)
+        return self.encode_tokens(self.embed_positions(feat), None, return_layers)
+
+    def embed_positions(self, feat: Tensor) -> Tensor:
         pos = self.pos_conv(feat.transpose(1, 2))  # odd kernel, "same" padding
-        h = F.dropout(self.pos_norm(feat + pos.transpose(1, 2)), self.cfg.dropout, self.training)
-        out, layers = self.transformer(h, None, return_layers, self.tap)
-        return EncoderOutput(out, layers, None, None)
+        return F.dropout(self.pos_norm(feat + pos.transpose(1, 2)), self.cfg.dropout, self.training)
 
     def num_tokens(self, input_len: int | None = None) -> int:
         return self.cfg.num_frames(input_len or self.cfg.sample_len)
@@ -299,10 +330,11 @@ class TextEncoder(Encoder):
         if mask is not None:
             mask_vec = self.frontend.weight[self.cfg.mask_id].to(feat.dtype)
             feat = torch.where(mask.unsqueeze(-1), mask_vec, feat)
+        return self.encode_tokens(self.embed_positions(feat), padding_mask, return_layers)
+
+    def embed_positions(self, feat: Tensor) -> Tensor:
         h = self.embed_norm(feat + self.pos_embed[: feat.shape[1]])
-        h = F.dropout(h, self.cfg.dropout, self.training)
-        out, layers = self.transformer(h, padding_mask, return_layers, self.tap)
-        return EncoderOutput(out, layers, padding_mask, None)
+        return F.dropout(h, self.cfg.dropout, self.training)
 
     def num_tokens(self, input_len: int | None = None) -> int:
         return input_len or self.cfg.seq_len

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import ImageMaskConfig, SpeechMaskConfig, TextMaskConfig
+from .config import (
+    ImageMask2Config,
+    ImageMaskConfig,
+    SpeechMask2Config,
+    SpeechMaskConfig,
+    TextMask2Config,
+    TextMaskConfig,
+)
 
 
 def _numpy_rng(generator: torch.Generator | None) -> np.random.Generator:
@@ -161,3 +168,108 @@ def bert_mask(
         out[random] = allowed_ids[pick]
     dev = input_ids.device
     return TextMask(out.to(dev), selected.to(dev), masked.to(dev))
+
+
+# ---------------------------------------------------------------- data2vec 2.0 (spec §3, §5)
+def exact_count(
+    selected: Tensor,
+    count: Tensor | int,
+    eligible: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """(B, T) bool with exactly ``count`` True per row, as close to ``selected`` as possible.
+
+    Rows with too many selected positions drop a uniformly random subset; rows with too few
+    gain uniformly random eligible positions (the FS ``compute_block_mask_2d`` adjustment,
+    vectorised). ``count`` may be an int or a (B,) tensor; it must not exceed the eligible
+    positions of a row.
+    """
+    b, t = selected.shape
+    eligible = torch.ones_like(selected) if eligible is None else eligible
+    selected = selected & eligible
+    count = torch.as_tensor(count, dtype=torch.long).expand(b)
+    if bool((count > eligible.sum(1)).any()):
+        raise ValueError("exact_count: a row has fewer eligible positions than its count")
+    # ascending key: selected first (random order), then the other eligible, ineligible last
+    key = torch.rand(b, t, generator=generator) + (~selected).float() + 2.0 * (~eligible).float()
+    rank = key.argsort(1).argsort(1)
+    return rank < count[:, None]
+
+
+def num_kept(num_tokens: int, mask_prob: float) -> int:
+    """Tokens the v2 student sees: int(L·(1-R)) (spec §3), robust to float error
+    (1 - 0.9 = 0.0999…: L = 100 keeps 10, not 9)."""
+    return int(num_tokens * (1.0 - mask_prob) + 1e-9)
+
+
+def inverse_block_mask(
+    batch_size: int,
+    grid: tuple[int, int],
+    cfg: ImageMask2Config,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """(B, H·W) bool, True = masked. Spec §3 inverse block mask (FS ``compute_block_mask_2d``
+    with ``inverse_mask``): draw ``int(L·(1-R+A)/B²)`` centres with replacement, mark a B×B
+    square around each as KEPT (offsets ``-(B//2) .. B-1-B//2``, clamped at the borders), then
+    add or remove random kept patches until exactly ``int(L·(1-R))`` are kept per image."""
+    h, w = grid
+    n = h * w
+    keep_n = num_kept(n, cfg.mask_prob)
+    if not 1 <= keep_n <= n:
+        raise ValueError(
+            f"inverse block mask keeps {keep_n} of {n} patches (mask_prob {cfg.mask_prob}); "
+            "lower mask_prob so at least one patch is kept"
+        )
+    bs = cfg.block_size
+    keep = torch.zeros(batch_size, h, w, dtype=torch.bool)
+    centres = int(n * (1.0 - cfg.mask_prob + cfg.adjust) / bs**2)
+    if centres > 0:
+        c = torch.randint(0, n, (batch_size, centres), generator=generator)
+        off = torch.arange(bs) - bs // 2
+        rows = (c // w)[:, :, None, None] + off[None, None, :, None]
+        cols = (c % w)[:, :, None, None] + off[None, None, None, :]
+        rows, cols = torch.broadcast_tensors(rows.clamp(0, h - 1), cols.clamp(0, w - 1))
+        bi = torch.arange(batch_size)[:, None, None, None].expand_as(rows)
+        keep[bi, rows, cols] = True
+    keep = exact_count(keep.view(batch_size, n), keep_n, generator=generator)
+    return ~keep
+
+
+def equal_span_mask(
+    batch_size: int,
+    num_frames: int,
+    cfg: SpeechMask2Config,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """(B, T) bool v2 speech mask: FS spans (:func:`span_mask`), then every row brought to
+    the batch's mean masked count (rounded, at most T-1) so each row keeps the same number of
+    frames and the visible frames gather into a dense batch (spec §5 item 3)."""
+    spans = span_mask(batch_size, num_frames, cfg, generator)
+    target = min(int(spans.sum(1).float().mean().round()), num_frames - 1)
+    return exact_count(spans, target, generator=generator)
+
+
+def random_token_mask(
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    cfg: TextMask2Config,
+    *,
+    never_mask: tuple[int, ...] = (),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """(B, L) bool v2 text mask (spec §3): per row exactly ``round(p·n)`` of the n maskable
+    tokens (real, not special), uniformly at random, capped so that one real token stays
+    visible. Padding is never masked."""
+    ids = input_ids.cpu()
+    real = torch.ones_like(ids, dtype=torch.bool)
+    if attention_mask is not None:
+        real = attention_mask.cpu().bool()
+    n_real = real.sum(1)
+    if bool((n_real == 0).any()):
+        row = int((n_real == 0).nonzero()[0])
+        raise ValueError(f"text batch row {row} has no real token (attention_mask all False)")
+    eligible = real & ~torch.isin(ids, torch.tensor(never_mask, dtype=ids.dtype))
+    n = eligible.sum(1)
+    count = torch.minimum((cfg.mask_prob * n + 0.5).floor().long(), n_real - 1)
+    empty = torch.zeros_like(eligible)
+    return exact_count(empty, count, eligible, generator).to(input_ids.device)

@@ -1,6 +1,7 @@
-"""Pretraining models: data2vec v1 (spec §1) and the masked-reconstruction baseline (§10.2).
+"""Pretraining models: data2vec v1 (spec §1) and the masked-reconstruction baseline (§10.2);
+data2vec 2.0 (spec §5) lives in :mod:`.data2vec2` and is built here too.
 
-Both expose the interface the training loop uses:
+All expose the interface the training loop uses:
 ``training_loss(batch, generator) -> (loss, stats)``, ``after_optimizer_step(step)``,
 ``named_trainable_parameters()``, ``ema_decay_at(step)``, ``encoder`` (the student).
 """
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import (
+    Data2Vec2Config,
     Data2VecConfig,
     EncoderConfig,
     MaskConfig,
@@ -23,7 +25,14 @@ from .config import (
     default_method_config,
 )
 from .ema import EMATeacher, ema_decay_at
-from .encoders import Encoder, ImageEncoder, SpeechEncoder, TextEncoder, build_encoder
+from .encoders import (
+    Encoder,
+    EncoderOutput,
+    ImageEncoder,
+    SpeechEncoder,
+    TextEncoder,
+    build_encoder,
+)
 from .masking import bert_mask, block_mask, span_mask
 from .targets import masked_std, top_k_targets
 
@@ -116,22 +125,27 @@ def _regression_head(dim: int, layers: int) -> nn.Module:
     return nn.Sequential(*mods)
 
 
-class Data2Vec(PretrainModel):
-    """data2vec v1: student encoder + regression head + EMA teacher (spec §1, §2)."""
+class TeacherModel(PretrainModel):
+    """A student with an EMA teacher (spec §2): the part data2vec v1 and 2.0 share.
 
-    method = "data2vec"
+    The teacher is a frozen copy of the student without the mask embedding (and without a
+    front-end the student shares, speech); ``copied`` parameter prefixes are copied from the
+    student each update, all others averaged with the method's τ schedule.
+    """
+
     monitors_collapse = True
 
-    def __init__(self, encoder: Encoder, cfg: Data2VecConfig) -> None:
+    def __init__(
+        self, encoder: Encoder, cfg: Data2VecConfig | Data2Vec2Config, copied: tuple[str, ...]
+    ) -> None:
         super().__init__(encoder, cfg.mask)
         if cfg.modality != encoder.modality:
-            raise ValueError(f"{cfg.modality} data2vec config for a {encoder.modality} encoder")
-        if cfg.top_k > encoder.depth:
-            raise ValueError(f"top_k={cfg.top_k} exceeds encoder depth {encoder.depth}")
+            raise ValueError(
+                f"{cfg.modality} {self.method} config for a {encoder.modality} encoder"
+            )
         self.cfg = cfg
-        self.head = _regression_head(encoder.dim, cfg.head_layers)
         dropped = ["mask_emb"] + (["frontend"] if encoder.teacher_shares_frontend else [])
-        self.teacher = EMATeacher(encoder, copied=encoder.teacher_copies, dropped=dropped)
+        self.teacher = EMATeacher(encoder, copied=copied, dropped=dropped)
         self.teacher.model.tap = cfg.tap
 
     def ema_decay_at(self, step: int) -> float:
@@ -143,20 +157,36 @@ class Data2Vec(PretrainModel):
         self.teacher.update(self.encoder, self.ema_decay_at(step))
 
     @torch.no_grad()
-    def compute_targets(
+    def teacher_output(
         self, x: Tensor, attention_mask: Tensor | None = None, feat: Tensor | None = None
-    ) -> Tensor:
-        """(B, T, D) fp32 targets from the teacher on the UNMASKED input (spec §1 step 3-4).
-
-        With a shared front-end (speech) ``feat`` is the student's pre-mask features.
-        """
+    ) -> EncoderOutput:
+        """The teacher's pass over the UNMASKED input, with every tapped layer (spec §1 step
+        3). With a shared front-end (speech) ``feat`` is the student's pre-mask features."""
         teacher = self.teacher.model
         if self.encoder.teacher_shares_frontend:
             if feat is None:
                 feat, _ = self.encoder.embed(x, attention_mask)
-            out = teacher.contextualize(feat, None, None, return_layers=True)
-        else:
-            out = teacher(x, attention_mask, None, return_layers=True)
+            return teacher.contextualize(feat, None, None, return_layers=True)
+        return teacher(x, attention_mask, None, return_layers=True)
+
+
+class Data2Vec(TeacherModel):
+    """data2vec v1: student encoder + regression head + EMA teacher (spec §1, §2)."""
+
+    method = "data2vec"
+
+    def __init__(self, encoder: Encoder, cfg: Data2VecConfig) -> None:
+        super().__init__(encoder, cfg, copied=encoder.teacher_copies)
+        if cfg.top_k > encoder.depth:
+            raise ValueError(f"top_k={cfg.top_k} exceeds encoder depth {encoder.depth}")
+        self.head = _regression_head(encoder.dim, cfg.head_layers)
+
+    @torch.no_grad()
+    def compute_targets(
+        self, x: Tensor, attention_mask: Tensor | None = None, feat: Tensor | None = None
+    ) -> Tensor:
+        """(B, T, D) fp32 targets from the teacher on the UNMASKED input (spec §1 step 3-4)."""
+        out = self.teacher_output(x, attention_mask, feat)
         c = self.cfg
         return top_k_targets(out.layers, c.top_k, c.target_layer_norm, c.target_final_norm)
 
@@ -274,12 +304,14 @@ class MaskedReconstruction(PretrainModel):
 def build_pretrain_model(
     method: str,
     encoder_cfg: EncoderConfig,
-    method_cfg: Data2VecConfig | ReconConfig | None = None,
+    method_cfg: Data2VecConfig | Data2Vec2Config | ReconConfig | None = None,
     seed: int = 0,
 ) -> PretrainModel:
-    """A pretraining model for ``method`` in {"data2vec", "masked_recon"}, initialised from
-    ``seed`` without touching the global RNG. ``method_cfg`` None = the spec defaults.
-    ("scratch" means no pretraining and has no model here.)"""
+    """A pretraining model for ``method`` in {"data2vec", "data2vec2", "masked_recon"},
+    initialised from ``seed`` without touching the global RNG. ``method_cfg`` None = the spec
+    defaults. ("scratch" means no pretraining and has no model here.)"""
+    from .data2vec2 import Data2Vec2  # imports this module (PretrainModel): import here
+
     if method_cfg is None:
         method_cfg = default_method_config(method, encoder_cfg.modality)
     if method_cfg.modality != encoder_cfg.modality:
@@ -288,6 +320,7 @@ def build_pretrain_model(
         )
     kinds = {
         "data2vec": (Data2Vec, Data2VecConfig),
+        "data2vec2": (Data2Vec2, Data2Vec2Config),
         "masked_recon": (MaskedReconstruction, ReconConfig),
     }
     if method not in kinds:
