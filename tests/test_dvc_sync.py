@@ -15,6 +15,7 @@ import yaml
 from d2v_pipeline import dvc_sync
 from d2v_pipeline.pipelines.finetune.pipeline import create_pipeline as finetune_pipeline
 from d2v_pipeline.pipelines.ingest.pipeline import create_pipeline as ingest_pipeline
+from d2v_pipeline.pipelines.pretrain.pipeline import PRETRAINED_METHODS
 from d2v_pipeline.pipelines.pretrain.pipeline import create_pipeline as pretrain_pipeline
 from d2v_pipeline.pipelines.report.pipeline import create_pipeline as report_pipeline
 
@@ -158,7 +159,7 @@ def test_speech_cache_metrics_and_plots(smoke_project):
     assert _paths(report, "plots")["data/08_reporting/label_efficiency.csv"]["cache"] is False
     histories = _paths(stages[("pretrain", "text")], "plots")
     assert {p for p, o in histories.items() if o["cache"] is False} == {
-        f"data/07_model_output/text/{m}/pretrain_history.csv" for m in ("data2vec", "masked_recon")
+        f"data/07_model_output/text/{m}/pretrain_history.csv" for m in PRETRAINED_METHODS
     }
     # the report reads every parameter (`parameters`) and conf/base: whole files are tracked
     assert _paths(report, "params")["conf/smoke/parameters_pretrain.yml"] is None

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from d2v_pipeline.evaluation.features import extract_features
+from d2v_pipeline.evaluation.features import extract_feature_sets, extract_features
 
 
 def test_final_mean_pool_equals_mean_of_tokens(make_encoder, digits):
@@ -59,6 +59,19 @@ def test_top_k_mean_and_concat_use_the_top_blocks(make_encoder, digits):
     np.testing.assert_allclose(cat, np.concatenate(normed, axis=1), atol=1e-5)
     cat2 = extract_features(enc, x, layers="concat", top_k=2)
     np.testing.assert_allclose(cat2, cat[:, enc.dim :], atol=1e-6)
+
+
+def test_feature_sets_from_one_pass_equal_separate_extractions(make_encoder, digits):
+    enc = make_encoder("image", depth=3)
+    x = digits["val.x"][:10]
+    sets = {"final": ("final", None), "top2": ("top_k_mean", 2), "cat": ("concat", None)}
+    together = extract_feature_sets(enc, x, sets=sets, batch_size=4)
+    assert set(together) == set(sets)
+    for name, (layers, k) in sets.items():
+        alone = extract_features(enc, x, layers=layers, top_k=k)
+        np.testing.assert_allclose(together[name], alone, atol=1e-6)
+    with pytest.raises(ValueError, match="sets is empty"):
+        extract_feature_sets(enc, x, sets={})
 
 
 def test_mean_pool_ignores_appended_padding(make_encoder):

@@ -17,6 +17,7 @@ from d2v_pipeline.evaluation.finetune import (
     build_param_groups,
     encoder_layer_ids,
     finetune,
+    freeze_frontend,
     lr_at,
     predict_classes,
     shift_and_gain_speech,
@@ -135,6 +136,19 @@ def test_speech_finetune_with_frozen_frontend_trains_only_the_transformer(make_e
             continue
         if name.startswith("frontend"):
             assert torch.equal(p, before), f"{name} changed with a frozen front-end"
+
+    # the front-end frozen once by the caller (features reused across seeds) gives the
+    # same run as freezing it inside finetune
+    data = [make(48) for _ in range(3)]
+    inside = finetune(encoder, 2, *data, cfg, progress=False)
+    frozen, feats = freeze_frontend(encoder, tuple(d[0] for d in data))
+    outside = finetune(
+        frozen, 2, *((f, d[1]) for f, d in zip(feats, data, strict=True)), cfg, progress=False
+    )
+    assert outside.test_accuracy == inside.test_accuracy
+    assert [c["val_acc"] for c in outside.curve] == [c["val_acc"] for c in inside.curve]
+    with pytest.raises(ValueError, match="already frozen"):
+        freeze_frontend(frozen, (data[0][0],))
 
 
 def test_budget_depends_only_on_subset_size():

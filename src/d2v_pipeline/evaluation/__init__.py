@@ -1,12 +1,20 @@
 """Evaluation library: frozen-feature linear probes, end-to-end fine-tuning, raw-input
 baselines and metrics (spec §6 and §10). Plain PyTorch / numpy / scikit-learn; no Kedro."""
 
-from d2v_pipeline.evaluation.features import LAYER_MODES, POOL_MODES, extract_features, masked_mean
+from d2v_pipeline.evaluation.features import (
+    LAYER_MODES,
+    POOL_MODES,
+    extract_feature_sets,
+    extract_features,
+    masked_mean,
+)
 from d2v_pipeline.evaluation.finetune import (
     Classifier,
     FinetuneConfig,
     FinetuneResult,
+    FrozenFrontend,
     finetune,
+    freeze_frontend,
     predict_classes,
 )
 from d2v_pipeline.evaluation.metrics import TIDY_COLUMNS, classification_metrics, tidy_rows
@@ -28,11 +36,14 @@ __all__ = [
     "Classifier",
     "FinetuneConfig",
     "FinetuneResult",
+    "FrozenFrontend",
     "ProbeResult",
     "RawBaselineConfig",
     "classification_metrics",
+    "extract_feature_sets",
     "extract_features",
     "finetune",
+    "freeze_frontend",
     "linear_probe",
     "log_mel_features",
     "masked_mean",

@@ -10,6 +10,7 @@ mask=None, return_layers=False)`` returning an object with ``tokens`` (B, T, D),
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -108,17 +109,9 @@ def _validate(layers: str, top_k: int | None, pool: str, depth: int | None) -> N
             raise ValueError(f"top_k={top_k} exceeds the encoder depth {depth}")
 
 
-def _batch_features(
-    encoder: nn.Module,
-    xb: Tensor,
-    amb: Tensor | None,
-    layers: str,
-    top_k: int | None,
-    pool: str,
-) -> Tensor:
-    want_layers = layers != "final"
-    out = encoder(xb, attention_mask=amb, return_layers=want_layers)
-    if not want_layers:
+def _pooled(out: Any, amb: Tensor | None, layers: str, top_k: int | None, pool: str) -> Tensor:
+    """One feature set from one encoder output (``out.layers`` present unless "final")."""
+    if layers == "final":
         return pool_output(out, pool, amb)
     taps = out.layers
     if not taps:
@@ -134,6 +127,48 @@ def _batch_features(
     if layers == "top_k_mean":
         return masked_mean(torch.stack(normed).mean(dim=0), pm)
     return torch.cat([masked_mean(t, pm) for t in normed], dim=-1)
+
+
+def extract_feature_sets(
+    encoder: nn.Module,
+    x: Tensor | np.ndarray,
+    attention_mask: Tensor | np.ndarray | None = None,
+    *,
+    sets: Mapping[str, tuple[str, int | None]],
+    pool: str = "mean",
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """Several pooled feature sets from ONE encoder pass: ``sets`` maps a name to
+    ``(layers, top_k)`` as in :func:`extract_features` (e.g. the final-layer and the
+    top-K-mean probes share the forward pass)."""
+    if not sets:
+        raise ValueError("sets is empty: name at least one (layers, top_k) feature set")
+    for layers, top_k in sets.values():
+        _validate(layers, top_k, pool, getattr(encoder, "depth", None))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    xt = as_tensor(x, "x")
+    am = None if attention_mask is None else as_tensor(attention_mask, "attention_mask").bool()
+    check_attention_mask(xt, am)
+    if xt.shape[0] == 0:
+        raise ValueError("x has no rows")
+    want_layers = any(layers != "final" for layers, _ in sets.values())
+    device = module_device(encoder)
+    was_training = encoder.training
+    encoder.eval()
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in sets}
+    try:
+        with torch.inference_mode():
+            for start in range(0, xt.shape[0], batch_size):
+                xb = xt[start : start + batch_size].to(device)
+                amb = None if am is None else am[start : start + batch_size].to(device)
+                out = encoder(xb, attention_mask=amb, return_layers=want_layers)
+                for name, (layers, top_k) in sets.items():
+                    feats = _pooled(out, amb, layers, top_k, pool)
+                    chunks[name].append(feats.float().cpu().numpy())
+    finally:
+        encoder.train(was_training)
+    return {name: np.concatenate(c, axis=0) for name, c in chunks.items()}
 
 
 def extract_features(
@@ -161,25 +196,7 @@ def extract_features(
     Returns:
         float32 array (N, D), or (N, K*D) for "concat".
     """
-    _validate(layers, top_k, pool, getattr(encoder, "depth", None))
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    xt = as_tensor(x, "x")
-    am = None if attention_mask is None else as_tensor(attention_mask, "attention_mask").bool()
-    check_attention_mask(xt, am)
-    if xt.shape[0] == 0:
-        raise ValueError("x has no rows")
-    device = module_device(encoder)
-    was_training = encoder.training
-    encoder.eval()
-    chunks: list[np.ndarray] = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, xt.shape[0], batch_size):
-                xb = xt[start : start + batch_size].to(device)
-                amb = None if am is None else am[start : start + batch_size].to(device)
-                feats = _batch_features(encoder, xb, amb, layers, top_k, pool)
-                chunks.append(feats.float().cpu().numpy())
-    finally:
-        encoder.train(was_training)
-    return np.concatenate(chunks, axis=0)
+    sets = {"features": (layers, top_k)}
+    return extract_feature_sets(
+        encoder, x, attention_mask, sets=sets, pool=pool, batch_size=batch_size
+    )["features"]

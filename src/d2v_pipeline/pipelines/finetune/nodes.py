@@ -28,8 +28,9 @@ from d2v_pipeline.data2vec.encoders import load_encoder
 from d2v_pipeline.evaluation import (
     FinetuneConfig,
     RawBaselineConfig,
-    extract_features,
+    extract_feature_sets,
     finetune,
+    freeze_frontend,
     linear_probe,
     raw_features,
     tidy_rows,
@@ -84,10 +85,15 @@ def _take(split: tuple, idx: np.ndarray) -> tuple:
     return tuple(part[t] for part in split)
 
 
-def _features(encoder: torch.nn.Module, split: tuple, layers: str, top_k: int, pool: str) -> Any:
+def _feature_sets(
+    encoder: torch.nn.Module, split: tuple, sets: dict[str, tuple[str, int | None]], pool: str
+) -> dict[str, np.ndarray]:
     am = split[2] if len(split) == 3 else None
-    k = top_k if layers != "final" else None
-    return extract_features(encoder, split[0], am, layers=layers, top_k=k, pool=pool)
+    return extract_feature_sets(encoder, split[0], am, sets=sets, pool=pool)
+
+
+def _with_x(split: tuple, x: torch.Tensor) -> tuple:
+    return (x, *split[1:])
 
 
 def evaluate_encoder(
@@ -113,13 +119,18 @@ def evaluate_encoder(
     top_k = int(probe_cfg.pop("top_k", encoder.depth))
     ft_fractions = params.get("finetune_fractions", params["fractions"])
     train, val, test = (_split(model_input, s) for s in ("train", "val", "test"))
+    protocols = params.get("protocols", PROTOCOLS)
+    ft_params = params.get("finetune", {})
+    if ft_params.get("freeze_frontend", False):
+        # the front-end runs once per split for every probe and fine-tuning seed
+        encoder, xs = freeze_frontend(encoder, (train[0], val[0], test[0]))
+        train, val, test = (_with_x(s, x) for s, x in zip((train, val, test), xs, strict=True))
 
-    feats = {}
-    for protocol, layers in (("probe_final", "final"), ("probe_topk", "top_k_mean")):
-        if protocol in params.get("protocols", PROTOCOLS):
-            feats[protocol] = [
-                _features(encoder, s, layers, top_k, pool) for s in (train, val, test)
-            ]
+    probes = {"probe_final": ("final", None), "probe_topk": ("top_k_mean", top_k)}
+    sets = {p: spec for p, spec in probes.items() if p in protocols}
+    sets["projection"] = ("final", None)  # test-set PCA, same pass
+    per_split = [_feature_sets(encoder, s, sets, pool) for s in (train, val, test)]
+    feats = {p: [f[p] for f in per_split] for p in sets if p != "projection"}
 
     rows: list[dict[str, Any]] = []
     confusion: dict[str, dict[str, Any]] = {}
@@ -135,8 +146,8 @@ def evaluate_encoder(
                 metrics = {"accuracy": res.test_accuracy, "macro_f1": res.test_macro_f1}
                 rows += _rows(metrics, modality, method, fraction, seed, protocol)
                 _add_confusion(confusion, protocol, fraction, res.confusion)
-            if "finetune" in params.get("protocols", PROTOCOLS) and fraction in ft_fractions:
-                cfg = FinetuneConfig.from_dict({**params.get("finetune", {}), "seed": int(seed)})
+            if "finetune" in protocols and fraction in ft_fractions:
+                cfg = FinetuneConfig.from_dict({**ft_params, "seed": int(seed)})
                 res = finetune(
                     encoder, num_classes, _take(train, idx), val, test, cfg,
                     progress=bool(params.get("progress", True)),
@@ -153,7 +164,9 @@ def evaluate_encoder(
                     modality, method, 100 * fraction, seed, res.test_accuracy,
                     res.best_epoch, res.stop_reason,
                 )  # fmt: skip
-    projection = _projection(encoder, test, pool, method, params.get("projection", {}))
+    projection = _projection(
+        per_split[2]["projection"], test[1], method, params.get("projection", {})
+    )
     details = {"class_names": dataset_info.get("class_names"), "confusion": {method: confusion}}
     return pd.DataFrame(rows), details, pd.DataFrame(curves), projection
 
@@ -185,20 +198,20 @@ def _add_confusion(store: dict, protocol: str, fraction: float, matrix: list[lis
 
 
 def _projection(
-    encoder: torch.nn.Module, test: tuple, pool: str, method: str, params: dict[str, Any]
+    test_feats: np.ndarray, test_y: torch.Tensor, method: str, params: dict[str, Any]
 ) -> pd.DataFrame:
     """2-D PCA of mean-pooled final-layer test features (a fixed subsample for readability)."""
-    n = len(test[1])
+    n = len(test_y)
     keep = np.random.default_rng(int(params.get("seed", 0))).permutation(n)
     keep = np.sort(keep[: int(params.get("max_points", 1000))])
-    feats = _features(encoder, _take(test, keep), "final", encoder.depth, pool)
-    comps = PCA(n_components=2, random_state=0).fit_transform(np.asarray(feats, dtype=np.float64))
+    feats = np.asarray(test_feats[keep], dtype=np.float64)
+    comps = PCA(n_components=2, random_state=0).fit_transform(feats)
     return pd.DataFrame(
         {
             "method": method,
             "component_1": comps[:, 0],
             "component_2": comps[:, 1],
-            "label": test[1][torch.from_numpy(keep)].numpy(),
+            "label": test_y[torch.from_numpy(keep)].numpy(),
         }
     )
 

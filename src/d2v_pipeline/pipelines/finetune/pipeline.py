@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
+from ..pretrain.pipeline import PRETRAINED_METHODS
 from .nodes import collect_evaluation, evaluate_encoder, evaluate_raw_input, evaluate_raw_text
 
 MODALITIES = ("image", "speech", "text")
-METHODS = ("data2vec", "masked_recon", "scratch")
+METHODS = (*PRETRAINED_METHODS, "scratch")
 PER_METHOD = ("method_metrics", "method_details", "method_curves", "method_projection")
 
 

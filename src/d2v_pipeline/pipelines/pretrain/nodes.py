@@ -51,23 +51,24 @@ DEVIATIONS = {
 }
 
 
-def _method_config(method: str, modality: str, params: Mapping[str, Any]) -> Any:
-    try:
-        return cfgs.method_config_from_dict(method, modality, params.get(method))
-    except cfgs.ConfigError as err:
-        raise cfgs.ConfigError(f"parameters_pretrain.yml: {modality}.pretrain: {err}") from err
-
-
 def _configs(
     method: str, dataset_info: Mapping[str, Any], params: Mapping[str, Any]
 ) -> tuple[Any, Any, cfgs.TrainConfig]:
+    """(encoder, method, train) configs of ``method``. A method block may hold a ``train``
+    block whose keys override the modality's shared ``train`` for that method only (data2vec2
+    trains small batches of many clones; its budget is matched in wall time, not steps)."""
     modality = dataset_info["modality"]
+    block = dict(params.get(method) or {}) if method != "scratch" else {}
+    train_overrides = block.pop("train", None) or {}
     try:
         enc = encoder_config(dataset_info, params.get("encoder", {}))
-        train = cfgs.train_config_from_dict(params.get("train", {}))
+        train = cfgs.train_config_from_dict({**params.get("train", {}), **train_overrides})
+        method_cfg = None
+        if method != "scratch":
+            method_cfg = cfgs.method_config_from_dict(method, modality, block)
     except cfgs.ConfigError as err:
         raise cfgs.ConfigError(f"parameters_pretrain.yml: {modality}.pretrain: {err}") from err
-    return enc, _method_config(method, modality, params) if method != "scratch" else None, train
+    return enc, method_cfg, train
 
 
 def run_key(*parts: Any) -> str:
@@ -90,7 +91,7 @@ def pretrain_encoder(
         dataset_info: shapes, vocabulary and content hash from ingest.
         params: ``<m>.pretrain`` (encoder, train, and one block per method).
         train_state: folder for resumable checkpoints (a run killed mid-way continues).
-        method: ``data2vec`` or ``masked_recon``.
+        method: ``data2vec``, ``data2vec2`` or ``masked_recon``.
 
     Returns:
         Student encoder weights, metadata (config, seed, data hash, versions, collapse

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from kedro.pipeline import Node, Pipeline
 
+from ..pretrain.pipeline import PRETRAINED_METHODS
 from .nodes import (
     build_report_figures,
     compose_report,
@@ -22,7 +23,6 @@ from .nodes import (
 )
 
 MODALITIES = ("image", "speech", "text")
-PRETRAINED_METHODS = ("data2vec", "masked_recon")
 MODALITY_INPUTS = (
     "dataset_summary",
     "eval_metrics",
