@@ -261,6 +261,23 @@ def test_decoder_covers_every_masked_position_and_only_they_are_scored(
         assert visible.keep_pad is not None  # rows of different lengths: padded gather
 
 
+def test_image_cls_loss_is_weighted_per_clone_row_as_in_fairseq(encoder_cfg, batch) -> None:
+    # spec §5 item 5 / FS: regression term = mean over masked tokens; CLS term = weight x the
+    # CLS errors summed over the B·M rows (FS scales it by sample_size before dividing by it)
+    model = v2_model("image", encoder_cfg, clones=2, cls_loss=0.5)
+    x = batch("image", 3)["x"]
+    targets = model.compute_targets(x)
+    mask = model.draw_mask({"x": x}, torch.Generator().manual_seed(0))
+    pred = torch.randn(6, mask.shape[1], model.encoder.dim)
+    cls = torch.randn(6, model.encoder.dim)
+    with_cls, stats = model.loss_from_outputs(pred, cls, targets, mask)
+    without, _ = model.loss_from_outputs(pred, None, targets, mask)
+    scale = model.encoder.dim**-0.5
+    cls_err = (cls - targets.mean(1).repeat_interleave(2, 0)).pow(2).sum() * scale
+    torch.testing.assert_close(with_cls - without, 0.5 * cls_err)
+    assert stats["cls_loss"] == pytest.approx(float(cls_err) / 6)
+
+
 # ---------------------------------------------------------------- shared v1 code (spec §2)
 def test_ema_and_targets_are_the_v1_code(encoder_cfg, batch) -> None:
     # one teacher implementation: v1 and v2 inherit the EMA update, schedule and teacher pass

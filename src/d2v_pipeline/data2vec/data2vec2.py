@@ -254,22 +254,24 @@ class Data2Vec2(TeacherModel):
         self, pred: Tensor, cls: Tensor | None, targets: Tensor, mask: Tensor
     ) -> tuple[Tensor, dict[str, float]]:
         """L2 summed over D (× 1/sqrt(D) unless ``loss_scale``), summed over masked tokens,
-        divided by their number (FS); images add ``cls_loss`` × the CLS regression to the
-        mean patch target, inside the same sum (FS ``cls_loss``)."""
+        divided by their number (FS). Images add ``cls_loss`` × the CLS regression to the mean
+        patch target, summed over the B·M clone rows and NOT divided by the masked count: FS
+        scales its CLS term by ``cls_loss · sample_size`` before the criterion divides every
+        term by ``sample_size`` (the masked-token count)."""
         p = pred[mask]
         if p.shape[0] == 0:  # nothing masked: nothing to learn
             return pred.sum() * 0.0, {"target_std": math.nan, "pred_std": math.nan}
         y = self.masked_targets(targets, mask)
         d = p.shape[-1]
         scale = 1.0 / math.sqrt(d) if self.cfg.loss_scale is None else self.cfg.loss_scale
-        total = (p.float() - y).pow(2).sum() * scale
+        loss = (p.float() - y).pow(2).sum() * scale / p.shape[0]
         stats = {"target_std": float(masked_std(y)), "pred_std": float(masked_std(p))}
         if cls is not None and self.cfg.cls_loss > 0:
             cls_y = targets.mean(1).repeat_interleave(self.cfg.clones, 0)
             cls_err = (cls.float() - cls_y).pow(2).sum() * scale
-            total = total + self.cfg.cls_loss * cls_err
+            loss = loss + self.cfg.cls_loss * cls_err
             stats["cls_loss"] = float(cls_err.detach()) / cls.shape[0]
-        return total / p.shape[0], stats
+        return loss, stats
 
     def training_loss(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
