@@ -164,7 +164,6 @@ def method_settings(
     """(method config dict, train dict, EMA anneal fraction of the run) for one arm."""
     p = params[modality]["pretrain"]
     train = dict(p.get("train", {}))
-    conf_steps = int(train.get("steps", 2000))
     if method == "data2vec2" and "data2vec2" not in p:
         d = V2_DEFAULTS[modality]
         method_dict = {**d["method"], **v2_params.get(modality, {})}
@@ -172,10 +171,11 @@ def method_settings(
         frac = V2_EMA_ANNEAL_FRAC
     else:
         method_dict = dict(p.get(method) or {})
+        train.update(method_dict.pop("train", None) or {})  # the method's own train overrides
         if method == "data2vec2":
             method_dict.update(v2_params.get(modality, {}))
             train.update(v2_train.get(modality, {}))
-        frac = method_dict.get("ema_anneal_end_step", 0) / conf_steps
+        frac = method_dict.get("ema_anneal_end_step", 0) / int(train.get("steps", 2000))
     return method_dict, train, frac
 
 
