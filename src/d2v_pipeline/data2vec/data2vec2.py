@@ -289,10 +289,7 @@ class Data2Vec2(TeacherModel):
     def visible_tokens(self, input_len: int | None = None) -> int:
         """Tokens per clone the student encodes (excluding CLS), for the FLOP estimate."""
         t = self.encoder.num_tokens(input_len)
-        p = self.cfg.mask.mask_prob
-        if self.modality == "speech":
-            p = min(1.0, 0.8 * p)  # spans overlap: 0.5/5 covers ~41% (spec §3)
-        return max(1, num_kept(t, p))
+        return max(1, num_kept(t, self._scored_fraction()))  # mask_cfg is cfg.mask
 
     def flops_per_step(self, batch_size: int, input_len: int | None = None) -> int:
         """nanoGPT-style model FLOPs: 3× (front-end once + M × (positions, encoder on visible
