@@ -19,9 +19,11 @@ from safetensors.torch import load_file
 
 from d2v_pipeline.data2vec import (
     CheckpointError,
+    ConfigError,
     TrainConfig,
     build_pretrain_model,
     lr_at,
+    pack_sequences,
     pretrain,
 )
 from d2v_pipeline.data2vec.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -142,6 +144,30 @@ def test_random_shift_is_a_per_image_translation(batch) -> None:
     y = random_shift(x, 2, g)
     assert y.shape == x.shape and not torch.equal(x, y)
     assert torch.equal(random_shift(x, 0, g), x)
+
+
+def test_packing_keeps_every_real_token_in_order_and_drops_only_the_tail(batch) -> None:
+    data = batch("text", 32)
+    x, am = data["x"], data["attention_mask"]
+    packed = pack_sequences(x, am)
+    real = [int(t) for row, m in zip(x, am, strict=True) for t in row[m]]
+    assert packed.shape[1] == x.shape[1]
+    assert packed.shape[0] == len(real) // x.shape[1] and packed.shape[0] > am.all(1).sum()
+    assert packed.flatten().tolist() == real[: packed.numel()]  # no padding id left over
+    with pytest.raises(ValueError, match="attention_mask must be bool"):
+        pack_sequences(x, am.long())
+    with pytest.raises(ValueError, match="do not fill one row"):
+        pack_sequences(x[:1], am[:1] & (torch.arange(x.shape[1]) < 3))
+
+
+def test_packed_text_pretrains_and_packing_is_text_only(encoder_cfg, method_cfg, batch) -> None:
+    data = batch("text", 64)
+    model = build_pretrain_model("data2vec", encoder_cfg("text"), method_cfg("data2vec", "text"))
+    r = pretrain(model, data, _cfg(steps=6, log_every=2, pack_sequences=True), progress=False)
+    assert r.steps == 6 and all(math.isfinite(h["loss"]) for h in r.history)
+    image = build_pretrain_model("data2vec", encoder_cfg("image"), method_cfg("data2vec", "image"))
+    with pytest.raises(ConfigError, match="pack_sequences"):
+        pretrain(image, batch("image", 64), _cfg(pack_sequences=True), progress=False)
 
 
 def test_bad_data_is_rejected(encoder_cfg, method_cfg, batch) -> None:

@@ -82,7 +82,7 @@ from .models import (
     model_flops_per_step,
 )
 from .targets import masked_std, normalize_layer, top_k_targets
-from .train import PretrainResult, derive_seed, lr_at, pretrain
+from .train import PretrainResult, derive_seed, lr_at, pack_sequences, pretrain
 
 __all__ = [
     "CheckpointError",
@@ -152,6 +152,7 @@ __all__ = [
     "model_flops_per_step",
     "normalize_layer",
     "num_kept",
+    "pack_sequences",
     "pretrain",
     "random_token_mask",
     "recon_config_from_dict",

@@ -507,6 +507,9 @@ class TrainConfig:
     threads: int = 2
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     augment_shift: int = 0  # images only: random shift of up to this many pixels
+    # text only: drop the padding and cut the concatenated token stream into full rows
+    # (RoBERTa's "full sentences", fairseq's break mode "complete"); see train.pack_sequences
+    pack_sequences: bool = False
     log_every: int = 10
     checkpoint_every: int = 200  # 0 = only the final checkpoint
     collapse_target_std: float = 0.1  # spec §9 thresholds
