@@ -406,7 +406,12 @@ def main() -> None:
         prober = Prober(arrays, subset_indices(subsets, args.fraction, args.subset_seed), args.cs)
         budget = float(args.budgets.get(modality, args.budget))
         probe_times = [f * budget for f in args.probe_fractions]
-        init = build_pretrain_model(args.methods[0], enc_cfg, None, seed=0)
+        # the first arm's own settings: default method configs may not fit the encoder
+        # (top_k > depth for a shallow one); the encoder is built first, so it is the same
+        first = args.methods[0]
+        first_dict = method_settings(modality, first, params, args.v2_params, args.v2_train)[0]
+        first_cfg = method_config_from_dict(first, modality, first_dict)
+        init = build_pretrain_model(first, enc_cfg, first_cfg, seed=0)
         random_init[modality] = prober(init.encoder)
         print(
             f"[{modality}] random init: "
