@@ -406,11 +406,14 @@ def main() -> None:
         prober = Prober(arrays, subset_indices(subsets, args.fraction, args.subset_seed), args.cs)
         budget = float(args.budgets.get(modality, args.budget))
         probe_times = [f * budget for f in args.probe_fractions]
-        # the first arm's own settings: default method configs may not fit the encoder
-        # (top_k > depth for a shallow one); the encoder is built first, so it is the same
+        settings = {
+            m: method_settings(modality, m, params, args.v2_params, args.v2_train)
+            for m in args.methods
+        }
+        # built with the first arm's own settings (a default method config may not fit the
+        # encoder: top_k > depth); the encoder is built first, so it is the same for every arm
         first = args.methods[0]
-        first_dict = method_settings(modality, first, params, args.v2_params, args.v2_train)[0]
-        first_cfg = method_config_from_dict(first, modality, first_dict)
+        first_cfg = method_config_from_dict(first, modality, settings[first][0])
         init = build_pretrain_model(first, enc_cfg, first_cfg, seed=0)
         random_init[modality] = prober(init.encoder)
         print(
@@ -419,9 +422,7 @@ def main() -> None:
             flush=True,
         )
         for method in args.methods:
-            method_dict, train, frac = method_settings(
-                modality, method, params, args.v2_params, args.v2_train
-            )
+            method_dict, train, frac = settings[method]
             train["threads"] = args.threads
             runs.append(
                 run_arm(

@@ -289,7 +289,7 @@ class Data2Vec2(TeacherModel):
     def visible_tokens(self, input_len: int | None = None) -> int:
         """Tokens per clone the student encodes (excluding CLS), for the FLOP estimate."""
         t = self.encoder.num_tokens(input_len)
-        return max(1, num_kept(t, self._scored_fraction()))  # mask_cfg is cfg.mask
+        return max(1, num_kept(t, self._scored_fraction()))  # self.mask_cfg is cfg.mask
 
     def flops_per_step(self, batch_size: int, input_len: int | None = None) -> int:
         """nanoGPT-style model FLOPs: 3× (front-end once + M × (positions, encoder on visible

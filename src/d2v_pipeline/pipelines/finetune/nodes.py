@@ -27,6 +27,7 @@ from sklearn.decomposition import PCA
 from d2v_pipeline.data2vec.encoders import load_encoder
 from d2v_pipeline.evaluation import (
     FinetuneConfig,
+    ProbeResult,
     RawBaselineConfig,
     extract_feature_sets,
     finetune,
@@ -137,7 +138,7 @@ def evaluate_encoder(
     curves: list[dict[str, Any]] = []
     # The probe (lbfgs) is deterministic: the seed only picks the labelled subset, and at
     # 100 % every seed's subset is the same list, so its fit is done once and reused.
-    probe_results: dict[tuple[str, bytes], Any] = {}
+    probe_results: dict[tuple[str, bytes], ProbeResult] = {}
     for fraction in params["fractions"]:
         for seed in params["seeds"]:
             idx = subset_indices(label_subsets, fraction, seed)
