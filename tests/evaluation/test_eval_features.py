@@ -7,7 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from d2v_pipeline.evaluation.features import extract_feature_sets, extract_features
+from d2v_pipeline.evaluation.features import (
+    extract_feature_sets,
+    extract_features,
+    trim_padding,
+)
 
 
 def test_final_mean_pool_equals_mean_of_tokens(make_encoder, digits):
@@ -90,6 +94,36 @@ def test_mean_pool_ignores_appended_padding(make_encoder):
     # and padding really is excluded: without the mask the features change
     c = extract_features(enc, padded, torch.ones_like(padded_am))
     assert not np.allclose(c, extract_features(enc, ids, am), atol=1e-3)
+
+
+def test_length_grouped_batches_give_the_untrimmed_features_in_row_order(make_encoder):
+    # rows of very different lengths: inference sorts them by length and cuts each batch to
+    # its longest row; the result must equal one untrimmed pass over the full padded matrix
+    enc = make_encoder("text")
+    g = torch.Generator().manual_seed(1)
+    n, length = 11, 16
+    ids = torch.randint(2, 40, (n, length), generator=g)
+    lengths = torch.tensor([3, 16, 5, 9, 1, 12, 7, 16, 2, 4, 10])
+    am = torch.arange(length)[None, :] < lengths[:, None]
+    ids[~am] = 0
+    enc.eval()
+    with torch.no_grad():
+        out = enc(ids, attention_mask=am)
+        expected = (out.tokens * am[..., None]).sum(1) / am.sum(1, keepdim=True)
+    for batch_size in (3, 256):
+        feats = extract_features(enc, ids, am, batch_size=batch_size)
+        np.testing.assert_allclose(feats, expected.numpy(), atol=1e-5)
+
+
+def test_trim_padding_cuts_only_columns_that_are_padding_in_every_row():
+    x = torch.arange(12).reshape(2, 6)
+    am = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 0, 1, 1, 0, 0]], dtype=torch.bool)
+    xt, amt = trim_padding(x, am)
+    assert xt.tolist() == [[0, 1, 2, 3], [6, 7, 8, 9]] and amt.shape == (2, 4)
+    feats = torch.randn(2, 6, 5)  # frozen front-end features are cut along time the same way
+    assert trim_padding(feats, am)[0].shape == (2, 4, 5)
+    full = torch.ones(2, 6, dtype=torch.bool)
+    assert trim_padding(x, full)[0] is x and trim_padding(x, None) == (x, None)
 
 
 def test_bad_arguments_raise(make_encoder, digits):

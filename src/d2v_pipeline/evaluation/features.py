@@ -68,6 +68,47 @@ def masked_mean(tokens: Tensor, padding_mask: Tensor | None) -> Tensor:
     return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
 
 
+def trim_padding(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Drop the trailing columns that are padding in every row of a batch (right-padded text).
+
+    The encoder never attends to padded keys and pooling ignores padded positions, so the
+    outputs at real positions are unchanged (up to float rounding) while attention and FFN
+    cost shrink to the batch's longest row. ``x`` is cut along dim 1 like the mask, so token
+    ids (B, L) and frozen front-end features (B, L, D) both work; without a 2-D mask (images,
+    speech) nothing changes.
+    """
+    if attention_mask is None or attention_mask.ndim != 2 or attention_mask.shape[1] == 0:
+        return x, attention_mask
+    real_cols = attention_mask.any(dim=0).nonzero()
+    keep = int(real_cols[-1]) + 1 if len(real_cols) else 1
+    if keep == attention_mask.shape[1]:
+        return x, attention_mask
+    return x[:, :keep], attention_mask[:, :keep]
+
+
+def inference_batches(attention_mask: Tensor | None, n: int, batch_size: int) -> list[Tensor]:
+    """Row indices of the batches for inference over ``n`` rows.
+
+    Without an attention mask: consecutive rows. With one: rows ordered by length, longest
+    first (stable), so that :func:`trim_padding` cuts each batch to little padding (text rows
+    are about half padding at our sequence length). Callers put the results back in row order.
+    """
+    if attention_mask is None:
+        order = torch.arange(n)
+    else:
+        order = torch.argsort(attention_mask.sum(dim=1), descending=True, stable=True)
+    return list(torch.split(order, batch_size))
+
+
+def restore_order(batches: list[Tensor], chunks: list[np.ndarray]) -> np.ndarray:
+    """Concatenate per-batch results (from :func:`inference_batches`) back into row order."""
+    order = torch.cat(batches).numpy()
+    out = np.concatenate(chunks, axis=0)
+    restored = np.empty_like(out)
+    restored[order] = out
+    return restored
+
+
 def output_padding_mask(out: Any, attention_mask: Tensor | None) -> Tensor | None:
     """The encoder's padding mask, or the inverted attention mask when the encoder gives none
     but its token grid matches the input (text without a CLS in ``tokens``)."""
@@ -157,18 +198,20 @@ def extract_feature_sets(
     was_training = encoder.training
     encoder.eval()
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in sets}
+    batches = inference_batches(am, xt.shape[0], batch_size)
     try:
         with torch.inference_mode():
-            for start in range(0, xt.shape[0], batch_size):
-                xb = xt[start : start + batch_size].to(device)
-                amb = None if am is None else am[start : start + batch_size].to(device)
+            for idx in batches:
+                xb, amb = trim_padding(xt[idx], None if am is None else am[idx])
+                xb = xb.to(device)
+                amb = None if amb is None else amb.to(device)
                 out = encoder(xb, attention_mask=amb, return_layers=want_layers)
                 for name, (layers, top_k) in sets.items():
                     feats = _pooled(out, amb, layers, top_k, pool)
                     chunks[name].append(feats.float().cpu().numpy())
     finally:
         encoder.train(was_training)
-    return {name: np.concatenate(c, axis=0) for name, c in chunks.items()}
+    return {name: restore_order(batches, c) for name, c in chunks.items()}
 
 
 def extract_features(
@@ -192,7 +235,7 @@ def extract_features(
             mean-pooled outputs of the top ``top_k`` blocks, concatenated bottom to top).
         top_k: number of top blocks for "top_k_mean"/"concat"; None = every block.
         pool: "mean" (ignores padding) or "cls" (only with layers="final").
-        batch_size: rows per forward pass.
+        batch_size: rows per forward pass (text: rows grouped by length, padding trimmed).
     Returns:
         float32 array (N, D), or (N, K*D) for "concat".
     """

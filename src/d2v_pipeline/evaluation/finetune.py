@@ -28,8 +28,11 @@ from d2v_pipeline.evaluation.features import (
     POOL_MODES,
     as_tensor,
     check_attention_mask,
+    inference_batches,
     module_device,
     pool_output,
+    restore_order,
+    trim_padding,
 )
 from d2v_pipeline.evaluation.metrics import classification_metrics
 
@@ -459,15 +462,17 @@ def predict_classes(
     was_training = model.training
     model.eval()
     preds = []
+    batches = inference_batches(am, xt.shape[0], batch_size)
     try:
         with torch.inference_mode():
-            for i in range(0, xt.shape[0], batch_size):
-                amb = None if am is None else am[i : i + batch_size].to(device)
-                logits = model(xt[i : i + batch_size].to(device), attention_mask=amb)
-                preds.append(logits.argmax(dim=-1).cpu())
+            for idx in batches:
+                xb, amb = trim_padding(xt[idx], None if am is None else am[idx])
+                amb = None if amb is None else amb.to(device)
+                logits = model(xb.to(device), attention_mask=amb)
+                preds.append(logits.argmax(dim=-1).cpu().numpy())
     finally:
         model.train(was_training)
-    return torch.cat(preds).numpy()
+    return restore_order(batches, preds)
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -587,8 +592,9 @@ def _run(
             for idx in torch.tensor_split(torch.randperm(n, generator=gen), per_epoch):
                 if step >= total:
                     break
-                xb = augment_batch(xtr[idx], modality, cfg, gen).to(device)
-                amb = None if amtr is None else amtr[idx].to(device)
+                xb, amb = trim_padding(xtr[idx], None if amtr is None else amtr[idx])
+                xb = augment_batch(xb, modality, cfg, gen).to(device)
+                amb = None if amb is None else amb.to(device)
                 lr = lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
                 for g in opt.param_groups:
                     g["lr"] = lr * g["lr_scale"]
