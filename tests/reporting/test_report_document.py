@@ -18,6 +18,7 @@ from d2v_pipeline.reporting import (
     to_html,
     to_markdown,
 )
+from d2v_pipeline.reporting.inputs import ReportInputError
 from d2v_pipeline.reporting.render import png_bytes
 from d2v_pipeline.reporting.stats import fraction_label
 
@@ -184,3 +185,57 @@ def test_provenance_collapse_paper_context_and_escaping(built):
 def test_markdown_links_every_figure_relatively(built):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", built["md"])
     assert sorted(links) == sorted(f"figures/{name}.png" for name in built["figures"])
+
+
+def _benchmark_json() -> dict:
+    """A small time-to-accuracy benchmark result (benchmarks/time_to_accuracy.py's layout)."""
+
+    def run(method, accs):
+        points = [
+            {"train_s": 30.0 * (i + 1), "final": {"test_accuracy": a}} for i, a in enumerate(accs)
+        ]
+        return {"modality": "image", "method": method, "points": points}
+
+    return {
+        "finished": "2026-01-01T00:00:00Z",
+        "note": "measured on a test fixture",
+        "random_init": {"image": {"final": {"test_accuracy": 0.5}}},
+        "runs": [run("data2vec", [0.52, 0.55]), run("data2vec2", [0.61, 0.66])],
+        "summary": {
+            "image": {
+                "final/test_accuracy": {
+                    "random_init": 0.5,
+                    "best_data2vec": 0.55,
+                    "best_data2vec2": 0.66,
+                    "v1_time_to_best_s": 60.0,
+                    "v2_time_to_v1_best_s": 30.0,
+                    "v2_over_v1_time": 0.5,
+                }
+            }
+        },
+    }
+
+
+def test_time_to_accuracy_benchmark_section(make_datasets, built):
+    # without the benchmark JSON the section says how to produce it
+    assert "accuracy.json not found" in built["md"]
+    assert "time_to_accuracy" not in built["figures"]
+    datasets = make_datasets()
+    datasets["time_to_accuracy"] = _benchmark_json()
+    config = report_config_from_dict({})
+    inputs = gather_inputs(datasets)
+    summary = summarise_report(inputs, config)
+    figures = build_figures(inputs, summary, config)
+    assert "time_to_accuracy" in figures
+    md = to_markdown(build_document(inputs, summary, figures.keys(), config), "figures")
+    section = md.split("## Time to accuracy (benchmark)")[1].split("\n## ")[0]
+    assert "| image | 60 s | 55.0 | 66.0 | n/a | 50.0 | 30 s = 0.50 x v1's 60 s |" in section
+    assert "(figures/time_to_accuracy.png)" in section
+
+
+def test_bad_time_to_accuracy_json_names_the_run_and_key(make_datasets):
+    bad = _benchmark_json()
+    del bad["runs"][1]["points"][0]["final"]
+    with pytest.raises(ReportInputError, match=r"time_to_accuracy: runs\[1\]\.points\[0\]"):
+        gather_inputs({"time_to_accuracy": bad})
+    assert gather_inputs({"time_to_accuracy": {}}).time_to_accuracy is None

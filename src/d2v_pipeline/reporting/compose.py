@@ -57,6 +57,7 @@ def build_document(
     _headline_section(doc, inputs, summary, statuses, config)
     for modality in ordered(inputs.modalities, MODALITY_ORDER):
         _modality_section(doc, inputs, summary, modality, set(figure_names), statuses, config)
+    _time_to_accuracy_section(doc, inputs, set(figure_names))
     _paper_section(doc)
     _provenance_section(doc, inputs, statuses, config)
     return doc
@@ -541,6 +542,62 @@ def _pretrain_table(doc: Document, modality: str, statuses: list[RunStatus]) -> 
                 caption=f"{modality}: pretraining runs",
             )
         )
+
+
+def _time_to_accuracy_section(doc: Document, inputs: ReportInputs, figures: set[str]) -> None:
+    """The time-to-accuracy benchmark: best probe per method and data2vec2's time to v1's best."""
+    doc.add(Heading("Time to accuracy (benchmark)", 2, "time-to-accuracy"))
+    tta = inputs.time_to_accuracy
+    if tta is None:
+        doc.add(
+            Callout(
+                "not-run",
+                "benchmarks/results/time_to_accuracy.json not found: run "
+                "`python benchmarks/time_to_accuracy.py` to add this section.",
+            )
+        )
+        return
+    doc.add(
+        Paragraph(
+            "10%-label linear probe (final layer, test split) of each method's student encoder "
+            "at points of its pretraining wall time; the same encoder and data per modality, "
+            "random initialisation at t = 0. Measured by benchmarks/time_to_accuracy.py, not by "
+            f"this run (finished {tta.get('finished', '?')}); {tta.get('note', '')}."
+        )
+    )
+    rows = []
+    for modality in ("image", "speech", "text"):
+        s = (tta.get("summary") or {}).get(modality, {}).get("final/test_accuracy")
+        runs = [r for r in tta["runs"] if r["modality"] == modality]
+        if not runs or not s:
+            continue
+        ratio = s.get("v2_over_v1_time")
+        to_best = (
+            "not reached"
+            if ratio is None
+            else f"{s['v2_time_to_v1_best_s']:.0f} s = {ratio:.2f} x v1's "
+            f"{s['v1_time_to_best_s']:.0f} s"
+        )
+        budget = max(p["train_s"] for r in runs for p in r["points"])
+        best = {m: s.get(f"best_{m}") for m in ("data2vec", "data2vec2", "masked_recon")}
+        rows.append(
+            [
+                modality,
+                Cell(f"{budget:.0f} s", numeric=True),
+                *(Cell(points(v), numeric=True) for v in best.values()),
+                Cell(points(s["random_init"]), numeric=True),
+                to_best,
+            ]
+        )
+    doc.add(
+        table(
+            ["modality", "budget", "data2vec best", "data2vec2 best", "masked_recon best",
+             "random init", "data2vec2 time to v1's best"],
+            rows,
+            caption="best probe test accuracy (%) within the budget",
+        )
+    )  # fmt: skip
+    _figure(doc, figures, "time_to_accuracy", "probe accuracy vs pretraining wall time", "")
 
 
 def _paper_section(doc: Document) -> None:

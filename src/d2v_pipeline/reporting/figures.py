@@ -316,6 +316,36 @@ def finetune_curves_figure(
     return fig
 
 
+def time_to_accuracy_figure(
+    tta: Mapping[str, Any] | None, colours: Mapping[str, Any], order: Sequence[str]
+) -> Figure | None:
+    """10%-label probe test accuracy (final layer) vs pretraining wall time, a panel per
+    modality, a line per method, from the time-to-accuracy benchmark JSON."""
+    if not tta or not tta["runs"]:
+        return None
+    modalities = [
+        m for m in ("image", "speech", "text") if any(r["modality"] == m for r in tta["runs"])
+    ]
+    fig = Figure(figsize=(4.0 * len(modalities), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(modalities), squeeze=False)[0]
+    for ax, modality in zip(axes, modalities, strict=True):
+        runs = {r["method"]: r for r in tta["runs"] if r["modality"] == modality}
+        start = tta["random_init"].get(modality, {}).get("final", {}).get("test_accuracy")
+        for method in ordered(runs, order):
+            xs = [p["train_s"] for p in runs[method]["points"]]
+            ys = [100 * p["final"]["test_accuracy"] for p in runs[method]["points"]]
+            if start is not None:
+                xs, ys = [0.0, *xs], [100 * start, *ys]
+            ax.plot(xs, ys, marker="o", ms=3, lw=1.3, label=method, color=colours.get(method))
+        ax.set_title(modality)
+        ax.set_xlabel("pretraining wall time (s, 1 thread)")
+        ax.set_ylabel("probe test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("time to accuracy: 10%-label linear probe during pretraining (benchmark)")
+    return fig
+
+
 def build_figures(
     inputs: ReportInputs, summary: ReportSummary, config: ReportConfig
 ) -> dict[str, Figure]:
@@ -350,4 +380,7 @@ def build_figures(
         figures[f"{modality}_finetune_curves"] = finetune_curves_figure(
             inputs, modality, config, colours
         )
+    figures["time_to_accuracy"] = time_to_accuracy_figure(
+        inputs.time_to_accuracy, colours, config.method_order
+    )
     return {name: fig for name, fig in figures.items() if fig is not None}

@@ -30,7 +30,7 @@ MODALITY_DATASETS = (
     "feature_projection",
 )
 RUN_DATASETS = ("pretrain_history", "pretrain_meta")
-GLOBAL_DATASETS = ("parameters", "base_parameters", "node_timings")
+GLOBAL_DATASETS = ("parameters", "base_parameters", "node_timings", "time_to_accuracy")
 
 
 class ReportInputError(ValueError):
@@ -71,12 +71,14 @@ class ReportInputs:
     base_parameters: dict[str, Any] | None = None
     node_timings: dict[str, float] | None = None
     git_commit: str | None = None
+    # benchmarks/results/time_to_accuracy.json (benchmarks/time_to_accuracy.py), if run
+    time_to_accuracy: dict[str, Any] | None = None
 
 
 def gather_inputs(datasets: Mapping[str, Any], *, git_commit: str | None = None) -> ReportInputs:
     """Sort catalog datasets by name into :class:`ReportInputs`, validating each.
 
-    Accepted names: ``parameters``, ``base_parameters``, ``node_timings``,
+    Accepted names: ``parameters``, ``base_parameters``, ``node_timings``, ``time_to_accuracy``,
     ``<m>.{dataset_summary,eval_metrics,eval_details,finetune_curves,feature_projection}``,
     ``<m>.<method>.{pretrain_history,pretrain_meta}`` and ``<m>.tune_*`` (kept for later).
     Any other name is an error, so a wiring mistake does not silently drop a table.
@@ -109,7 +111,7 @@ def gather_inputs(datasets: Mapping[str, Any], *, git_commit: str | None = None)
         else:
             raise ReportInputError(
                 f"report: unexpected input dataset {key!r}; expected 'parameters', "
-                "'base_parameters', 'node_timings', '<modality>.<"
+                "'base_parameters', 'node_timings', 'time_to_accuracy', '<modality>.<"
                 + "|".join(MODALITY_DATASETS)
                 + ">', '<modality>.<method>.<pretrain_history|pretrain_meta>' or "
                 "'<modality>.tune_<name>'"
@@ -120,6 +122,9 @@ def gather_inputs(datasets: Mapping[str, Any], *, git_commit: str | None = None)
         base_parameters=_optional_dict(globals_.get("base_parameters"), "base_parameters"),
         node_timings=validate_node_timings(globals_.get("node_timings"), "node_timings"),
         git_commit=git_commit,
+        time_to_accuracy=validate_time_to_accuracy(
+            globals_.get("time_to_accuracy"), "time_to_accuracy"
+        ),
     )
 
 
@@ -349,6 +354,39 @@ def validate_node_timings(value: Any, name: str) -> dict[str, float] | None:
             raise ReportInputError(f"{name}: node {node!r} has invalid time {seconds!r}")
         out[str(node)] = float(seconds)
     return out
+
+
+def validate_time_to_accuracy(value: Any, name: str) -> dict[str, Any] | None:
+    """The time-to-accuracy benchmark JSON, or None when it was not run (missing or ``{}``).
+
+    Every run needs ``modality``, ``method`` and ``points`` (each with ``train_s`` and
+    ``final.test_accuracy``); ``random_init`` maps a modality to its t = 0 probe. An error
+    names the run and the key.
+    """
+    if value is None or (isinstance(value, Mapping) and not value):
+        return None
+    if not isinstance(value, Mapping):
+        raise ReportInputError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    runs = value.get("runs")
+    if not isinstance(runs, list) or not isinstance(value.get("random_init"), Mapping):
+        raise ReportInputError(f"{name}: expected a 'runs' list and a 'random_init' object")
+    for i, run in enumerate(runs):
+        where = f"{name}: runs[{i}]"
+        if not isinstance(run, Mapping) or not {"modality", "method", "points"} <= set(run):
+            raise ReportInputError(f"{where} needs 'modality', 'method' and 'points'")
+        for j, point in enumerate(run["points"]):
+            try:
+                seconds = float(point["train_s"])
+                acc = float(point["final"]["test_accuracy"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ReportInputError(
+                    f"{where}.points[{j}] needs numeric 'train_s' and 'final.test_accuracy'"
+                ) from exc
+            if not (math.isfinite(seconds) and 0.0 <= acc <= 1.0):
+                raise ReportInputError(
+                    f"{where}.points[{j}]: train_s {seconds!r} / accuracy {acc!r} out of range"
+                )
+    return dict(value)
 
 
 def _optional_dict(value: Any, name: str) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ MODALITY_INPUTS = (
     "feature_projection",
 )
 RUN_INPUTS = ("pretrain_history", "pretrain_meta")
-GLOBAL_INPUTS = ("parameters", "base_parameters", "node_timings")
+GLOBAL_INPUTS = ("parameters", "base_parameters", "node_timings", "time_to_accuracy")
 
 
 def report_input_names(
