@@ -566,11 +566,11 @@ def _time_to_accuracy_section(doc: Document, inputs: ReportInputs, figures: set[
         )
     )
     rows = []
-    for modality in ("image", "speech", "text"):
+    for modality in ordered((r["modality"] for r in tta["runs"]), MODALITY_ORDER):
         s = (tta.get("summary") or {}).get(modality, {}).get("final/test_accuracy")
-        runs = [r for r in tta["runs"] if r["modality"] == modality]
-        if not runs or not s:
+        if not s:
             continue
+        runs = [r for r in tta["runs"] if r["modality"] == modality]
         times = [s.get(k) for k in ("v2_time_to_v1_best_s", "v2_over_v1_time", "v1_time_to_best_s")]
         to_best = (
             "not reached"

@@ -323,9 +323,7 @@ def time_to_accuracy_figure(
     modality, a line per method, from the time-to-accuracy benchmark JSON."""
     if not tta or not tta["runs"]:
         return None
-    modalities = [
-        m for m in ("image", "speech", "text") if any(r["modality"] == m for r in tta["runs"])
-    ]
+    modalities = ordered((r["modality"] for r in tta["runs"]), ("image", "speech", "text"))
     fig = Figure(figsize=(4.0 * len(modalities), 3.2), layout="constrained")
     axes = fig.subplots(1, len(modalities), squeeze=False)[0]
     for ax, modality in zip(axes, modalities, strict=True):
