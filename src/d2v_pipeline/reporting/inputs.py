@@ -21,6 +21,7 @@ HISTORY_REQUIRED = ("step", "loss")
 HISTORY_OPTIONAL = ("lr", "tau", "target_std", "pred_std", "samples_per_s", "elapsed_s")
 CURVES_REQUIRED = ("method", "fraction", "seed", "epoch", "val_accuracy")
 PROJECTION_REQUIRED = ("method", "component_1", "component_2", "label")
+PREDICTIONS_REQUIRED = ("method", "protocol", "fraction", "seed", "example", "label", "prediction")
 
 MODALITY_DATASETS = (
     "dataset_summary",
@@ -28,6 +29,7 @@ MODALITY_DATASETS = (
     "eval_details",
     "finetune_curves",
     "feature_projection",
+    "test_predictions",
 )
 RUN_DATASETS = ("pretrain_history", "pretrain_meta")
 GLOBAL_DATASETS = ("parameters", "base_parameters", "node_timings", "time_to_accuracy")
@@ -57,6 +59,9 @@ class ModalityInputs:
     eval_details: dict[str, Any] | None = None
     finetune_curves: pd.DataFrame | None = None
     feature_projection: pd.DataFrame | None = None
+    # one row per test example x evaluation: method, protocol, fraction, seed, example,
+    # label, prediction (the paired bootstrap over test examples resamples it)
+    test_predictions: pd.DataFrame | None = None
     runs: dict[str, PretrainRun] = field(default_factory=dict)
     # inputs the report does not render yet (e.g. future ``tune_*`` tables), kept by name
     extras: dict[str, Any] = field(default_factory=dict)
@@ -331,6 +336,24 @@ def validate_projection(value: Any, name: str, modality: str = "") -> pd.DataFra
     return df
 
 
+def validate_predictions(value: Any, name: str, modality: str = "") -> pd.DataFrame | None:
+    """Per-example test predictions: integer example, label and prediction per evaluation."""
+    if value is None:
+        return None
+    df = _require_frame(value, name, PREDICTIONS_REQUIRED)
+    for column in ("method", "protocol"):
+        df[column] = _text(df, column, name)
+    df["fraction"] = _numeric(df, "fraction", name, allow_nan=False)
+    for column in ("seed", "example", "label", "prediction"):
+        df[column] = _numeric(df, column, name, allow_nan=False).astype(np.int64)
+    keys = ["method", "protocol", "fraction", "seed", "example"]
+    dup = df.duplicated(keys)
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise ReportInputError(f"{_where(name, i)}: duplicate row for {dict(df.loc[i, keys])}")
+    return df
+
+
 def validate_summary(value: Any, name: str, modality: str = "") -> dict[str, Any] | None:
     """Dataset summary: any JSON object (keys are shown as they come)."""
     if value is None:
@@ -403,4 +426,5 @@ _VALIDATORS = {
     "eval_details": validate_eval_details,
     "finetune_curves": validate_curves,
     "feature_projection": validate_projection,
+    "test_predictions": validate_predictions,
 }
