@@ -106,7 +106,9 @@ def _summary(metrics_by_modality, params=None):
     return inputs, summarise_report(inputs, report_config_from_dict(params))
 
 
-def test_comparisons_pair_each_focus_method_with_the_methods_after_it(make_metrics):
+def test_comparisons_pair_each_focus_method_with_the_methods_after_it_and_others_with_scratch(
+    make_metrics,
+):
     metrics = make_metrics("image", fractions=(0.1,), protocols=("probe_final",))
     extra = metrics[metrics["method"] == "data2vec"].assign(method="data2vec2")
     _, summary = _summary({"image": pd.concat([metrics, extra], ignore_index=True)})
@@ -123,6 +125,10 @@ def test_comparisons_pair_each_focus_method_with_the_methods_after_it(make_metri
         ("data2vec", "masked_recon", "probe_final"),
         ("data2vec", "scratch", "probe_final"),
         ("data2vec", "raw_input", "raw_probe"),
+        # every other method against the reference (scratch) and the raw-input baseline
+        ("masked_recon", "scratch", "probe_final"),
+        ("masked_recon", "raw_input", "raw_probe"),
+        ("scratch", "raw_input", "raw_probe"),
     }
 
 
@@ -138,7 +144,7 @@ def test_loss_is_said_plainly_with_a_positive_gap_and_its_interval(make_metrics)
     (c,) = [
         c
         for c in summary.modalities["image"].comparisons
-        if c.baseline == "scratch" and c.metric == "accuracy"
+        if (c.method, c.baseline, c.metric) == ("data2vec", "scratch", "accuracy")
     ]
     assert c.verdict == "loss"
     assert c.interval.mean == pytest.approx(-0.04)
@@ -155,13 +161,21 @@ def test_tie_and_single_seed_verdicts(make_metrics):
     d2v["value"] = scratch["value"].to_numpy() + np.repeat([0.01, -0.01, 0.005], 2)
     tie_metrics = pd.concat([d2v, scratch], ignore_index=True)
     _, summary = _summary({"image": tie_metrics})
-    (c,) = [c for c in summary.modalities["image"].comparisons if c.metric == "accuracy"]
+    (c,) = [
+        c
+        for c in summary.modalities["image"].comparisons
+        if (c.method, c.metric) == ("data2vec", "accuracy")
+    ]
     assert c.verdict == "tie"
-    assert "not distinguishable from zero" in verdict_sentence(c, summary.config)
+    assert "no verdict: the interval spans 0" in verdict_sentence(c, summary.config)
 
     one_seed = tie_metrics[tie_metrics["seed"] == 0]
     _, summary = _summary({"image": one_seed})
-    (c,) = [c for c in summary.modalities["image"].comparisons if c.metric == "accuracy"]
+    (c,) = [
+        c
+        for c in summary.modalities["image"].comparisons
+        if (c.method, c.metric) == ("data2vec", "accuracy")
+    ]
     assert c.verdict == "n/a"
     assert "n/a" in verdict_sentence(c, summary.config)
 
@@ -185,6 +199,11 @@ def test_metrics_json_round_trips_and_holds_means_and_deltas(make_metrics):
     delta = data["speech"]["deltas"]["data2vec_minus_scratch"]["probe_final"]["frac_0.1"]
     assert delta["accuracy_mean"] == pytest.approx(LEVEL_GAP, abs=1e-6)
     assert delta["ci_low"] <= delta["accuracy_mean"] <= delta["ci_high"]
+    # the fixture's per-seed differences are identical and it has no test predictions: a
+    # zero-width interval over the seeds only, so no p/q-value and no verdict
+    assert delta["covers"] == "seeds" and delta["n_test"] is None
+    assert delta["p_value"] is None and delta["q_value"] is None
+    assert delta["verdict"] == "n/a"
 
 
 LEVEL_GAP = 0.70 - 0.55  # data2vec - scratch in the fixture tables
