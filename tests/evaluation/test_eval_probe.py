@@ -35,6 +35,17 @@ def test_probe_separates_digits(digits):
     assert r.converged
 
 
+def test_probe_returns_the_test_predictions_its_metrics_come_from(digits):
+    r = linear_probe(*_args(digits), Cs=CS)
+    pred, true = r.test_predictions, digits["test.y"]
+    assert pred.shape == true.shape and pred.dtype == np.int64
+    assert np.mean(pred == true) == r.test_accuracy
+    cm = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(cm, (true, pred), 1)
+    assert cm.tolist() == r.confusion
+    assert "test_predictions" not in r.to_dict()  # JSON dicts stay small
+
+
 def test_probe_on_shuffled_labels_is_at_chance(digits):
     rng = np.random.default_rng(1)
     xtr, ytr, xva, yva, xte, yte = _args(digits)

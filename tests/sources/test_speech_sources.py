@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
+from d2v_pipeline.pipelines.ingest.nodes import load_speech_source, split_dataset
 from d2v_pipeline.sources.speech import (
     SynthesisConfig,
     load_or_synthesize,
@@ -19,6 +22,7 @@ from d2v_pipeline.sources.speech import (
     synthesize_keywords,
 )
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TINY = SynthesisConfig(
     words=("yes", "no", "seven"),
     accents=("en-us", "en-gb-scotland"),
@@ -147,6 +151,25 @@ def test_wav_folder_resamples_downmixes_and_parses_speakers(tmp_path, tiny_set):
     padded = [i for i, n in enumerate(data.speaker_names) if "free_name" in n]
     rows = np.isin(data.speakers, padded)
     assert np.all(data.audio[rows, 8_000:] == 0)  # short clips padded at the end
+
+
+def test_wav_folder_splits_hold_out_disjoint_speakers(tmp_path, tiny_set):
+    """The folder reader's speakers drive ingest's group split: train, val and test share no
+    speaker, and each split still has every word."""
+    _wav_folder(tmp_path / "words", tiny_set)
+    conf = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_ingest.yml").read_text())
+    params = {**conf["speech"]["ingest"], "source": "folder"}
+    params["folder"] = {"root": str(tmp_path / "words")}
+    data = load_speech_source(params)
+    splits = split_dataset(data, params)
+    names = {n: {data.speaker_names[s] for s in data.speakers[splits[n]]} for n in splits}
+    assert all(names.values())
+    assert not names["train"] & names["val"]
+    assert not names["train"] & names["test"]
+    assert not names["val"] & names["test"]
+    for rows in splits.values():
+        assert set(data.labels[rows].tolist()) == {0, 1, 2}
+    assert sorted(i for rows in splits.values() for i in rows) == list(range(len(data)))
 
 
 def test_wav_folder_bad_inputs_are_named(tmp_path, tiny_set):

@@ -5,7 +5,10 @@ Fairness (calibration.md, "fine-tuning budget trap"): the step budget depends on
 config and the size of the labelled subset, never on the encoder, so every arm (data2vec,
 masked reconstruction, scratch = the same encoder class at random init) gets the same
 budget; early stopping on validation accuracy lets each arm stop when it has converged,
-and the best-validation weights are restored before the single test evaluation.
+and the best-validation weights are restored before the single test evaluation. Every arm
+trains the same parameter set, the whole encoder front-end included (docs/protocol.md): a
+frozen front-end would leave ``scratch`` with random conv features while the pretrained
+arms keep learned ones.
 """
 
 from __future__ import annotations
@@ -79,10 +82,6 @@ class FinetuneConfig:
     image_max_shift: int = 2  # pixels, random shift via replicate padding + crop
     speech_max_shift_s: float = 0.1  # circular time shift, seconds
     speech_gain_db: float = 2.0  # uniform gain in [-g, +g] dB
-    # wav2vec 2.0 / data2vec speech fine-tuning keeps the conv feature encoder frozen
-    # (feature_grad_mult 0): its output is then computed once, which makes speech
-    # fine-tuning ~5x cheaper here. Waveform augmentation is skipped in that mode.
-    freeze_frontend: bool = False
     sample_rate: int = 16000
     eval_batch_size: int = 256
     head_init_std: float = 0.01
@@ -169,7 +168,8 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneResult:
-    """Test metrics of the best-validation weights, plus the validation curve."""
+    """Test metrics and per-example test predictions of the best-validation weights, plus
+    the validation curve."""
 
     test_accuracy: float
     test_macro_f1: float
@@ -186,11 +186,13 @@ class FinetuneResult:
     eval_seconds: float  # of which validation passes
     steps_per_second: float  # optimiser steps per second, validation excluded
     n_train: int
+    test_predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the model is left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        """JSON-ready dict (the model and the per-example test predictions are left out)."""
+        skip = ("model", "test_predictions")
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 class Classifier(nn.Module):
@@ -388,53 +390,6 @@ def _split(split: Any, name: str, num_classes: int) -> tuple[Tensor, Tensor, Ten
     return x, y.long(), am
 
 
-class FrozenFrontend(nn.Module):
-    """An encoder whose front-end output (``embed``) is computed beforehand and frozen.
-
-    ``forward`` takes those features (B, T, D) instead of raw input and runs the rest of the
-    encoder (mask embedding, positions, transformer) via ``contextualize``.
-    """
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.modality = "features"
-        self.dim = getattr(encoder, "dim", None)
-        self.depth = getattr(encoder, "depth", None)
-
-    def forward(
-        self,
-        feat: Tensor,
-        attention_mask: Tensor | None = None,
-        mask: Tensor | None = None,
-        return_layers: bool = False,
-    ) -> Any:
-        padding = None if attention_mask is None else ~attention_mask.bool()
-        return self.encoder.contextualize(feat, padding, mask, return_layers=return_layers)
-
-
-@torch.no_grad()
-def freeze_frontend(
-    encoder: nn.Module, xs: tuple[Tensor, ...], batch_size: int = 256
-) -> tuple[FrozenFrontend, list[Tensor]]:
-    """Run the front-end (``encoder.embed``) once over each input in ``xs`` (eval mode) and
-    return the rest of the encoder as a :class:`FrozenFrontend` with those features. Pass both
-    to :func:`finetune` (and to feature extraction) to pay for the front-end once instead of
-    once per seed."""
-    if isinstance(encoder, FrozenFrontend):
-        raise ValueError("the encoder's front-end is already frozen")
-    if not (hasattr(encoder, "embed") and hasattr(encoder, "contextualize")):
-        raise ValueError("freeze_frontend needs an encoder with embed() and contextualize()")
-    was_training = encoder.training
-    encoder.eval()
-    feats = [
-        torch.cat([encoder.embed(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)])
-        for x in xs
-    ]
-    encoder.train(was_training)
-    return FrozenFrontend(encoder), feats
-
-
 def infer_modality(encoder: nn.Module, x: Tensor) -> str:
     """The encoder's ``modality``, or a guess from the input layout."""
     modality = getattr(encoder, "modality", None)
@@ -498,16 +453,15 @@ def finetune(
     """Fine-tune a copy of ``encoder`` with a linear head; early-stop on val; test once.
 
     Args:
-        encoder: a contract-following encoder (not modified: a deep copy is trained), or a
-            :class:`FrozenFrontend` from :func:`freeze_frontend`, with train/val/test holding
-            its front-end features.
+        encoder: a contract-following encoder (not modified: a deep copy is trained, every
+            parameter of it, the front-end included).
         num_classes: C; labels must lie in 0..C-1.
         train, val, test: ``(x, y)`` or ``(x, y, attention_mask)`` (text), tensors or arrays.
         cfg: hyper-parameters and budget; default ``FinetuneConfig()``.
         progress: show a tqdm bar with loss, val accuracy and ETA.
     Returns:
-        FinetuneResult with the test metrics of the best-validation weights; ``model`` holds
-        that classifier.
+        FinetuneResult with the test metrics and per-example test predictions of the
+        best-validation weights; ``model`` holds that classifier.
     """
     cfg = cfg or FinetuneConfig()
     if num_classes < 2:
@@ -517,9 +471,7 @@ def finetune(
         raise ValueError(f"train has {xtr.shape[0]} example(s); fine-tuning needs at least 2")
     xva, yva, amva = _split(val, "val", num_classes)
     xte, yte, amte = _split(test, "test", num_classes)
-    if cfg.freeze_frontend and not isinstance(encoder, FrozenFrontend):
-        encoder, (xtr, xva, xte) = freeze_frontend(encoder, (xtr, xva, xte), cfg.eval_batch_size)
-    modality = "features" if isinstance(encoder, FrozenFrontend) else infer_modality(encoder, xtr)
+    modality = infer_modality(encoder, xtr)
 
     # Denormal floats (e.g. Adam's squared tiny gradients) are ~100x slower on x86 CPUs;
     # flushing them to zero made a tiny-model step 4x faster here and changes no result
@@ -687,5 +639,6 @@ def _run(
         eval_seconds=eval_seconds,
         steps_per_second=step / max(seconds - eval_seconds, 1e-9),
         n_train=n,
+        test_predictions=np.asarray(preds, dtype=np.int64),
         model=model,
     )

@@ -11,7 +11,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,8 @@ DEFAULT_CS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 @dataclass
 class ProbeResult:
-    """Outcome of one probe: test metrics of the model whose C won on validation."""
+    """Outcome of one probe: test metrics of the model whose C won on validation, and its
+    per-example test predictions (for paired comparisons over test examples)."""
 
     test_accuracy: float
     test_macro_f1: float
@@ -46,10 +47,15 @@ class ProbeResult:
     converged: bool
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    test_predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
+        """JSON-ready dict (the per-example test predictions are left out)."""
+        return {
+            f.name: copy.deepcopy(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "test_predictions"
+        }
 
 
 def _check_features(x: Any, name: str) -> Any:
@@ -165,7 +171,8 @@ def linear_probe(
     val_acc, chosen_c, model, converged = best
     if not converged:
         log.warning("probe with C=%g hit max_iter=%d before converging", chosen_c, max_iter)
-    test_metrics = classification_metrics(yte, model.predict(xte), num_classes)
+    test_pred = model.predict(xte).astype(np.int64)
+    test_metrics = classification_metrics(yte, test_pred, num_classes)
     return ProbeResult(
         test_accuracy=test_metrics["accuracy"],
         test_macro_f1=test_metrics["macro_f1"],
@@ -180,4 +187,5 @@ def linear_probe(
         num_features=int(n_feat),
         converged=converged,
         seconds=time.perf_counter() - start,
+        test_predictions=test_pred,
     )

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 from tokenizers import Tokenizer
 
 from d2v_pipeline.pipelines.ingest import nodes
 from d2v_pipeline.pipelines.ingest.nodes import IngestParameterError
 
 SPLITS = ("train", "val", "test")
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _image_lane(params):
@@ -199,15 +204,57 @@ def test_summary_counts_agree_with_arrays(image_run):
 # ---------------------------------------------------------------- speech lane
 
 
-def test_speech_test_split_holds_out_speakers(speech_run):
-    _, data, _, model_input, info = speech_run
+def test_speech_train_val_and_test_speakers_are_disjoint(speech_run):
+    params, data, splits, model_input, info = speech_run
     speakers = {n: set(model_input[f"{n}.speaker"].tolist()) for n in SPLITS}
-    assert not speakers["test"] & (speakers["train"] | speakers["val"])
-    assert len(speakers["test"]) >= 2  # 20% of 10 speakers
-    for name in SPLITS:
+    assert not speakers["train"] & speakers["val"]
+    assert not speakers["train"] & speakers["test"]
+    assert not speakers["val"] & speakers["test"]
+    # 10 speakers x 4 words: test >= 20 % of the clips (2 speakers), val >= 10 % (1)
+    assert [len(speakers[n]) for n in SPLITS] == [7, 1, 2]
+    for name in SPLITS:  # every speaker says every word: each split has every class
         assert set(model_input[f"{name}.y"].tolist()) == {0, 1, 2, 3}
-    assert sorted(info["test_speakers"]) == sorted(data.speaker_names[s] for s in speakers["test"])
+    for name in ("val", "test"):
+        assert info[f"{name}_speakers"] == sorted(data.speaker_names[s] for s in speakers[name])
     assert sum(info["counts"].values()) == len(data) == 40
+    summary = nodes.summarise_dataset(
+        model_input, info, nodes.make_label_subsets(data, splits, params)
+    )
+    assert summary["speakers"] == {"train": 7, "val": 1, "test": 2}
+    assert summary["speakers_shared"] == {"train_val": 0, "train_test": 0, "val_test": 0}
+    assert summary["speakers_disjoint"] is True
+
+
+def test_speech_smoke_env_has_every_word_in_every_split(base_ingest_conf, tmp_path):
+    """conf/smoke's voices are enough for disjoint speaker splits that each hold every word."""
+    smoke = yaml.safe_load((PROJECT_ROOT / "conf/smoke/parameters_ingest.yml").read_text())
+    params = copy.deepcopy(base_ingest_conf["speech"]["ingest"])
+    params["espeak"].update(smoke["speech"]["ingest"]["espeak"], cache_dir=str(tmp_path))
+    data = nodes.load_speech_source(params)
+    splits = nodes.split_dataset(data, params)
+    speakers = {n: set(data.speakers[splits[n]].tolist()) for n in SPLITS}
+    assert all(speakers.values())
+    assert sum(len(v) for v in speakers.values()) == len(set().union(*speakers.values()))
+    for name in SPLITS:
+        assert set(data.labels[splits[name]].tolist()) == set(range(len(data.class_names)))
+
+
+def test_speaker_split_takes_a_further_speaker_for_a_missing_word():
+    """Whole speakers cannot always give every split every word; a split that lacks one
+    takes the next speaker (in the seeded order) who says it, if enough are left."""
+    speakers = np.repeat(np.arange(12), 4)
+    labels = np.tile([0, 1, 0, 1], 12)
+    labels[speakers >= 9] = np.tile([0, 1, 2, 2], 3)  # only speakers 9-11 say word 2
+    cfg = nodes.SplitConfig(0, 0.1, 0.2, (1.0,), None)
+    out = nodes.split_indices(labels, ["a", "b", "c"], cfg, speakers)
+    by_split = {n: set(speakers[out[n]].tolist()) for n in SPLITS}
+    assert sum(len(v) for v in by_split.values()) == 12 == len(set().union(*by_split.values()))
+    for name in SPLITS:
+        assert set(labels[out[name]].tolist()) == {0, 1, 2}, name
+        assert len(by_split[name] & {9, 10, 11}) == 1
+    # deterministic from the seed
+    again = nodes.split_indices(labels, ["a", "b", "c"], cfg, speakers)
+    assert all(np.array_equal(out[n], again[n]) for n in SPLITS)
 
 
 def test_speech_clips_are_normalised_per_clip(speech_run):

@@ -61,7 +61,7 @@ def test_kedro_smoke_run_writes_the_data_contract(tmp_path):
     (project / "src").mkdir()  # kedro insists on the source dir; the package is installed
     _kedro(project, "run", "--env", "smoke", "--pipelines", "ingest")
 
-    data = project / "data"
+    data = project / "data" / "smoke"  # conf/smoke/globals.yml data_root
     hashes = {}
     for m in MODALITIES:
         arrays = load_file(data / "05_model_input" / m / "arrays.safetensors")
@@ -86,7 +86,12 @@ def test_kedro_smoke_run_writes_the_data_contract(tmp_path):
     assert _json(data / "05_model_input" / "image" / "dataset_info.json")["counts"]["train"] == 420
     speech = load_file(data / "05_model_input" / "speech" / "arrays.safetensors")
     assert "train.speaker" in speech and speech["train.x"].shape[1] == 16_000
-    clips = data / "01_raw" / "speech_smoke" / "clips.safetensors"
+    speakers = {s: set(speech[f"{s}.speaker"].tolist()) for s in ("train", "val", "test")}
+    assert all(speakers.values()) and not (speakers["train"] & speakers["val"])
+    summary = _json(data / "08_reporting" / "speech" / "dataset_summary.json")
+    assert summary["speakers_disjoint"] is True
+    assert summary["speakers"] == {s: len(v) for s, v in speakers.items()}
+    clips = data / "01_raw" / "speech" / "clips.safetensors"
     synthesised_at = clips.stat().st_mtime_ns
     tokenizer = Tokenizer.from_str(
         (data / "05_model_input" / "text" / "tokenizer.json").read_text()

@@ -6,12 +6,18 @@ is evaluated the same way, at each label fraction and seed:
 - ``probe_final``: logistic regression on frozen, mean-pooled final-layer features;
 - ``probe_topk``: the same on the mean of the layer-normed top-K block outputs (a
   final-layer probe is harsh for masked-prediction models);
-- ``finetune``: the whole encoder + a linear head, early-stopped on validation.
+- ``finetune``: the whole encoder (front-end included, for every method) + a linear head,
+  early-stopped on validation.
 
 The regularisation strength and the fine-tuning stopping point are chosen on the
 validation split; the test split is scored once per run. The spread over seeds
 comes from the labelled subset (drawn per seed, see ``label_subsets``) and the
-fine-tuning initialisation/order; each method has one pretraining run.
+fine-tuning initialisation/order; each method has one pretraining run. The protocol is
+written up in docs/protocol.md.
+
+Besides the metrics, every evaluation records its per-example test predictions
+(``PREDICTION_COLUMNS``, one row per test example): the report's paired bootstrap over
+test examples resamples them.
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ from d2v_pipeline.evaluation import (
     RawBaselineConfig,
     extract_feature_sets,
     finetune,
-    freeze_frontend,
     linear_probe,
     raw_features,
     tidy_rows,
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 PROTOCOLS = ("probe_final", "probe_topk", "finetune")
 METRICS = ("accuracy", "macro_f1")
 SPLITS = ("train", "val", "test")
+PREDICTION_COLUMNS = (
+    "modality", "method", "protocol", "fraction", "seed", "example", "label", "prediction"
+)  # fmt: skip
 
 
 def subset_indices(label_subsets: dict[str, Any], fraction: float, seed: int) -> np.ndarray:
@@ -93,8 +101,39 @@ def _feature_sets(
     return extract_feature_sets(encoder, split[0], am, sets=sets, pool=pool)
 
 
-def _with_x(split: tuple, x: torch.Tensor) -> tuple:
-    return (x, *split[1:])
+def _predictions(
+    modality: str, method: str, protocol: str, fraction: float, seed: int,
+    labels: np.ndarray, predictions: np.ndarray,
+) -> pd.DataFrame:  # fmt: skip
+    """One evaluation's test predictions, one row per test example (``example`` = row of
+    the test split)."""
+    n = len(labels)
+    if predictions is None or len(predictions) != n:
+        raise ValueError(
+            f"{modality}/{method} {protocol} fraction {fraction} seed {seed}: "
+            f"{0 if predictions is None else len(predictions)} test predictions for {n} "
+            "test examples"
+        )
+    return pd.DataFrame(
+        {
+            "modality": modality,
+            "method": method,
+            "protocol": protocol,
+            "fraction": float(fraction),
+            "seed": int(seed),
+            "example": np.arange(n, dtype=np.int64),
+            "label": np.asarray(labels, dtype=np.int64),
+            "prediction": np.asarray(predictions, dtype=np.int64),
+        },
+        columns=list(PREDICTION_COLUMNS),
+    )
+
+
+def _concat_predictions(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+    return pd.concat(frames, ignore_index=True)[list(PREDICTION_COLUMNS)]
 
 
 def evaluate_encoder(
@@ -104,12 +143,13 @@ def evaluate_encoder(
     encoder_state: dict[str, torch.Tensor],
     pretrain_meta: dict[str, Any],
     params: dict[str, Any],
-) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Probe and fine-tune one method's encoder at every label fraction and seed.
 
     Returns:
         tidy metrics rows, details (confusion matrices summed over seeds), the
-        fine-tuning validation curves, and a 2-D PCA projection of test features.
+        fine-tuning validation curves, a 2-D PCA projection of test features, and the
+        per-example test predictions of every evaluation (``PREDICTION_COLUMNS``).
     """
     modality, method = dataset_info["modality"], pretrain_meta["method"]
     num_classes = int(dataset_info["num_classes"])
@@ -122,10 +162,7 @@ def evaluate_encoder(
     train, val, test = (_split(model_input, s) for s in ("train", "val", "test"))
     protocols = params.get("protocols", PROTOCOLS)
     ft_params = params.get("finetune", {})
-    if ft_params.get("freeze_frontend", False):
-        # the front-end runs once per split for every probe and fine-tuning seed
-        encoder, xs = freeze_frontend(encoder, (train[0], val[0], test[0]))
-        train, val, test = (_with_x(s, x) for s, x in zip((train, val, test), xs, strict=True))
+    test_y = test[1].numpy()
 
     probes = {"probe_final": ("final", None), "probe_topk": ("top_k_mean", top_k)}
     sets = {p: spec for p, spec in probes.items() if p in protocols}
@@ -136,6 +173,7 @@ def evaluate_encoder(
     rows: list[dict[str, Any]] = []
     confusion: dict[str, dict[str, Any]] = {}
     curves: list[dict[str, Any]] = []
+    predictions: list[pd.DataFrame] = []
     # The probe (lbfgs) is deterministic: the seed only picks the labelled subset, and at
     # 100 % every seed's subset is the same list, so its fit is done once and reused.
     probe_results: dict[tuple[str, bytes], ProbeResult] = {}
@@ -153,6 +191,11 @@ def evaluate_encoder(
                 metrics = {"accuracy": res.test_accuracy, "macro_f1": res.test_macro_f1}
                 rows += _rows(metrics, modality, method, fraction, seed, protocol)
                 _add_confusion(confusion, protocol, fraction, res.confusion)
+                predictions.append(
+                    _predictions(
+                        modality, method, protocol, fraction, seed, test_y, res.test_predictions
+                    )
+                )
             if "finetune" in protocols and fraction in ft_fractions:
                 cfg = FinetuneConfig.from_dict({**ft_params, "seed": int(seed)})
                 res = finetune(
@@ -162,6 +205,11 @@ def evaluate_encoder(
                 metrics = {"accuracy": res.test_accuracy, "macro_f1": res.test_macro_f1}
                 rows += _rows(metrics, modality, method, fraction, seed, "finetune")
                 _add_confusion(confusion, "finetune", fraction, res.confusion)
+                predictions.append(
+                    _predictions(
+                        modality, method, "finetune", fraction, seed, test_y, res.test_predictions
+                    )
+                )
                 curves += [
                     {"method": method, "fraction": fraction, "seed": seed, **_curve_point(p)}
                     for p in res.curve
@@ -175,7 +223,10 @@ def evaluate_encoder(
         per_split[2]["projection"], test[1], method, params.get("projection", {})
     )
     details = {"class_names": dataset_info.get("class_names"), "confusion": {method: confusion}}
-    return pd.DataFrame(rows), details, pd.DataFrame(curves), projection
+    return (
+        pd.DataFrame(rows), details, pd.DataFrame(curves), projection,
+        _concat_predictions(predictions),
+    )  # fmt: skip
 
 
 def _curve_point(point: dict[str, float]) -> dict[str, float]:
@@ -229,7 +280,7 @@ def evaluate_raw_text(
     dataset_info: dict[str, Any],
     params: dict[str, Any],
     texts: pd.DataFrame,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
     """The text raw-input baseline: TF-IDF of the review text + logistic regression."""
     return evaluate_raw_input(model_input, label_subsets, dataset_info, params, texts)
 
@@ -240,8 +291,10 @@ def evaluate_raw_input(
     dataset_info: dict[str, Any],
     params: dict[str, Any],
     texts: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The raw-input baseline (pixels / log-mel statistics / TF-IDF + logistic regression).
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """The raw-input baseline (pixels / log-mel statistics / TF-IDF + logistic regression):
+    tidy metrics, confusion matrices and per-example test predictions (method
+    ``raw_input``, protocol ``raw_probe``).
 
     calibration.md shows it is strong at this scale; leaving it out would flatter data2vec.
     """
@@ -261,6 +314,7 @@ def evaluate_raw_input(
     probe_cfg = {k: v for k, v in params.get("probe", {}).items() if k in ("Cs", "max_iter")}
     rows: list[dict[str, Any]] = []
     confusion: dict[str, Any] = {}
+    predictions: list[pd.DataFrame] = []
     for fraction in params["fractions"]:
         for seed in params["seeds"]:
             idx = subset_indices(label_subsets, fraction, seed)
@@ -271,19 +325,29 @@ def evaluate_raw_input(
             metrics = {"accuracy": res.test_accuracy, "macro_f1": res.test_macro_f1}
             rows += _rows(metrics, modality, "raw_input", fraction, seed, "raw_probe")
             _add_confusion(confusion, "raw_probe", fraction, res.confusion)
-    return pd.DataFrame(rows), {"raw_input": confusion}
+            predictions.append(
+                _predictions(
+                    modality, "raw_input", "raw_probe", fraction, seed, yte, res.test_predictions
+                )
+            )
+    return pd.DataFrame(rows), {"raw_input": confusion}, _concat_predictions(predictions)
 
 
 def collect_evaluation(
     dataset_info: dict[str, Any], *results: Any
-) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Merge the per-method outputs into the modality's tables.
 
-    ``results`` are, per method, (metrics, details, curves, projection), then the raw
-    baseline's (metrics, details).
+    ``results`` are, per method, (metrics, details, curves, projection, predictions), then
+    the raw baseline's (metrics, details, predictions). Returns the merged metrics,
+    details, curves, projection and test predictions.
     """
-    *methods, raw_metrics, raw_details = results
-    groups = [methods[i : i + 4] for i in range(0, len(methods), 4)]
+    *methods, raw_metrics, raw_details, raw_predictions = results
+    if len(methods) % 5:
+        raise ValueError(
+            f"collect_evaluation expects 5 outputs per method, got {len(methods)} in total"
+        )
+    groups = [methods[i : i + 5] for i in range(0, len(methods), 5)]
     metrics = pd.concat([g[0] for g in groups] + [raw_metrics], ignore_index=True)
     confusion: dict[str, Any] = {}
     for g in groups:
@@ -292,4 +356,5 @@ def collect_evaluation(
     details = {"class_names": dataset_info.get("class_names"), "confusion": confusion}
     curves = pd.concat([g[2] for g in groups], ignore_index=True)
     projection = pd.concat([g[3] for g in groups], ignore_index=True)
-    return metrics, details, curves, projection
+    predictions = _concat_predictions([g[4] for g in groups] + [raw_predictions])
+    return metrics, details, curves, projection, predictions

@@ -6,9 +6,9 @@ conf, e.g. ``parameters_ingest.yml: image.ingest.label_fractions: 1.5 is outside
 
 Splits (all seeded, all deterministic):
 - train/val/test are stratified by class; every split gets at least one example of every
-  class (a class too small for that is an error naming it). Speech holds out whole speakers
-  for test (a group split) so the test measures unseen voices; val is stratified among the
-  remaining speakers.
+  class (a class too small for that is an error naming it). Speech splits by whole speakers
+  (a group split): train, val and test speakers are pairwise disjoint, so validation, like
+  test, measures unseen voices and selection happens on the distribution that is scored.
 - each split's rows are in a seeded random order (MNIST 5k ships sorted by label).
 - label subsets are nested prefixes of one seeded per-class permutation of the train rows:
   a fraction f keeps max(1, round(f * n_c)) rows of class c. So each subset holds at least
@@ -372,6 +372,31 @@ def _stratified(
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
+def _take_groups(
+    order: list[Any], groups: np.ndarray, labels: np.ndarray, target: float, spare: int
+) -> list[Any]:
+    """Whole groups from the front of ``order`` until they hold at least ``target`` rows;
+    then, for each class they lack, the next group in ``order`` that has it, provided
+    ``spare`` more such groups stay behind for the splits still to be drawn (stratification
+    by label as far as whole groups allow)."""
+    sizes = dict(zip(*np.unique(groups, return_counts=True), strict=True))
+    taken: list[Any] = []
+    rows = 0
+    for g in order:
+        if rows >= target:
+            break
+        taken.append(g)
+        rows += int(sizes[g])
+    for c in np.unique(labels):
+        with_c = set(np.unique(groups[labels == c]).tolist())
+        if with_c & set(taken):
+            continue
+        having = [g for g in order if g in with_c]  # none of them taken yet
+        if len(having) > spare:
+            taken.append(having[0])
+    return taken
+
+
 def split_indices(
     labels: np.ndarray,
     class_names: list[str],
@@ -382,9 +407,11 @@ def split_indices(
     """Seeded train/val/test row indices (each split in a seeded random order).
 
     Without ``groups`` all three splits are stratified by class. With ``groups`` (speakers)
-    the test split takes whole groups, drawn in a seeded order until it holds at least
-    ``test_fraction`` of the rows; val is then stratified among the remaining groups' rows.
-    Raises ValueError naming the class when a split would have none of it.
+    every split takes whole groups: in one seeded order, test takes groups until it holds at
+    least ``test_fraction`` of the rows, val the next ones until ``val_fraction``, train the
+    rest; a split that lacks a class takes the next group that has it (:func:`_take_groups`).
+    The three group sets are disjoint. Raises ValueError naming the class when a split would
+    have none of it.
     """
     labels = np.asarray(labels)
     present = set(np.unique(labels).tolist())
@@ -404,32 +431,31 @@ def split_indices(
         out = {"train": parts["rest"], "val": parts["val"], "test": parts["test"]}
     else:
         groups = np.asarray(groups)
-        order = rng.permutation(np.unique(groups))
-        sizes = np.array([np.count_nonzero(groups == g) for g in order])
-        target = split.test_fraction * len(labels)
-        n_test_groups = int(np.searchsorted(np.cumsum(sizes), target) + 1)
-        if n_test_groups >= len(order):
+        order = list(rng.permutation(np.unique(groups)))
+        n = len(labels)
+        test_groups = _take_groups(order, groups, labels, split.test_fraction * n, spare=2)
+        rest = [g for g in order if g not in test_groups]
+        val_groups = _take_groups(rest, groups, labels, split.val_fraction * n, spare=1)
+        by_split = {
+            "train": [g for g in rest if g not in val_groups],
+            "val": val_groups,
+            "test": test_groups,
+        }
+        if not by_split["train"]:
             raise ValueError(
                 f"only {len(order)} speakers: holding out {split.test_fraction:.0%} of the clips "
-                "for test leaves no speaker for train"
+                f"for test and {split.val_fraction:.0%} for val leaves no speaker for train"
             )
-        is_test = np.isin(groups, order[:n_test_groups])
-        test, rest = everything[is_test], everything[~is_test]
-        held_out = [group_names[g] if group_names else str(g) for g in order[:n_test_groups]]
+        out = {name: everything[np.isin(groups, gs)] for name, gs in by_split.items()}
         for c in range(len(class_names)):
-            for name, rows in (("test", test), ("train", rest)):
-                if not np.any(labels[rows] == c):
+            for name in ("test", "val", "train"):
+                if not np.any(labels[out[name]] == c):
+                    names = [group_names[g] if group_names else str(g) for g in by_split[name]]
+                    listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
                     raise ValueError(
                         f"the speaker split leaves class {_class_name(class_names, c)} with no "
-                        f"examples in {name} (test speakers: {', '.join(held_out)})"
+                        f"examples in {name} ({name} speakers: {listed})"
                     )
-        val_share = split.val_fraction * len(labels) / len(rest)
-        if val_share >= 1:
-            raise ValueError(
-                f"val_fraction {split.val_fraction} leaves no train after the test split"
-            )
-        parts = _stratified(rest, labels, {"val": val_share}, rng, class_names)
-        out = {"train": parts["rest"], "val": parts["val"], "test": test}
     order_rng = _rng(split.seed, _ORDER_STREAM)
     return {name: order_rng.permutation(np.sort(rows)) for name, rows in out.items()}
 
@@ -646,7 +672,7 @@ def build_speech_input(
     """Float (N, S) clips, each normalised to zero mean / unit variance, plus speaker ids."""
     cfg = parse_ingest_params("speech", params)
     tensors, counts = _labels_and_counts(data, splits)
-    speakers_per_split = {}
+    speakers_per_split: dict[str, list[str]] = {}
     for name in SPLITS:
         rows = np.asarray(splits[name], dtype=np.int64)
         tensors[f"{name}.x"] = torch.from_numpy(normalise_clips(data.audio[rows]))
@@ -660,6 +686,7 @@ def build_speech_input(
         sample_rate=data.sample_rate,
         num_speakers=len(data.speaker_names),
         speaker_names=list(data.speaker_names),
+        val_speakers=speakers_per_split["val"],
         test_speakers=speakers_per_split["test"],
     )
     return tensors, info
@@ -754,8 +781,13 @@ def summarise_dataset(
     }
     if "train.speaker" in model_input:
         speakers = {s: set(model_input[f"{s}.speaker"].tolist()) for s in SPLITS}
+        shared = {
+            f"{a}_{b}": len(speakers[a] & speakers[b])
+            for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+        }
         summary["speakers"] = {s: len(v) for s, v in speakers.items()}
-        summary["test_speakers_seen_in_train"] = len(speakers["test"] & speakers["train"])
+        summary["speakers_shared"] = shared  # speakers in both splits of each pair
+        summary["speakers_disjoint"] = not any(shared.values())
     if "truncated" in dataset_info:
         summary["truncated"] = dataset_info["truncated"]
         summary["mean_tokens"] = {
