@@ -1,4 +1,8 @@
-"""Shared test fixtures: a throwaway copy of the project for end-to-end Kedro runs."""
+"""Shared test fixtures: throwaway copies of the project for end-to-end Kedro runs.
+
+Every environment writes under its own data root (``conf/<env>/globals.yml``): a smoke run
+in a copy writes ``<copy>/data/smoke/...`` (:func:`data_root`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 for _key, _value in {
     "KEDRO_DISABLE_TELEMETRY": "1",
@@ -37,6 +42,60 @@ def copy_project(dest: Path) -> Path:
     (dest / "conf" / "local").mkdir(exist_ok=True)
     (dest / "src").mkdir(exist_ok=True)  # kedro insists on the source dir; the package is installed
     (dest / "data").mkdir(exist_ok=True)
+    return dest
+
+
+def data_root(project: Path, env: str = "smoke") -> Path:
+    """The folder the catalog of ``env`` writes into (``data_root`` in its globals.yml)."""
+    root = None
+    for name in ("base", env):
+        globals_file = project / "conf" / name / "globals.yml"
+        if globals_file.is_file():
+            root = (yaml.safe_load(globals_file.read_text()) or {}).get("data_root", root)
+    if not root:
+        raise ValueError(f"{project}/conf: no data_root in base/ or {env}/globals.yml")
+    return project / root
+
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def git(project: Path, *args: str) -> str:
+    """``git <args>`` in ``project`` (stdout); fails the test with git's message on error."""
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **GIT_IDENTITY},
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"git {' '.join(args)} failed in {project}:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def clone_project(dest: Path) -> Path:
+    """A fresh git repository at ``dest`` holding one commit of the project as it would be
+    committed now: every tracked or new, not ignored file (``git ls-files``), nothing
+    ignored (no data, no venv). Kedro then runs the copy's own code (bootstrap puts its
+    src/ first on sys.path)."""
+    listed = git(PROJECT_ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in filter(None, listed.split("\0")):
+        src = PROJECT_ROOT / rel
+        if src.is_file():  # deleted but still tracked: not part of the next commit
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest / "conf" / "local").mkdir(parents=True, exist_ok=True)
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "project snapshot")
     return dest
 
 
@@ -76,6 +135,48 @@ def make_project():
 
 
 @pytest.fixture(scope="session")
+def make_git_project():
+    """``make_git_project(dest)``: a git repo, one commit of the project (:func:`clone_project`)."""
+    return clone_project
+
+
+@pytest.fixture(scope="session")
 def kedro_cli():
     """``kedro_cli(project, *args)``: run the kedro CLI there, failing the test on error."""
     return run_kedro
+
+
+@pytest.fixture(scope="session")
+def data_root_of():
+    """``data_root_of(project, env="smoke")``: the folder that env's catalog writes into."""
+    return data_root
+
+
+@pytest.fixture(scope="session")
+def git_cli():
+    """``git_cli(project, *args)``: run git there (a test identity), failing the test on error."""
+    return git
+
+
+def version_smoke_results(project: Path, env: str = "smoke") -> list[str]:
+    """Let git track ``env``'s cache: false DVC metrics/plots, as it tracks the base ones.
+
+    The project's .gitignore excepts only the base results (``!data/08_reporting/...``);
+    a repo that versions smoke runs with DVC (the DVC tests) adds the same exceptions under
+    the smoke data root. Returns the lines appended to ``project/.gitignore``.
+    """
+    rel = data_root(project, env).relative_to(project).as_posix()
+    gitignore = project / ".gitignore"
+    lines = [
+        "!" + rel + line.removeprefix("!data")
+        for line in gitignore.read_text().splitlines()
+        if line.startswith("!data/") and not line.startswith("!data/**")
+    ]
+    gitignore.write_text(gitignore.read_text() + "\n".join(["", *lines, ""]))
+    return lines
+
+
+@pytest.fixture(scope="session")
+def track_smoke_results():
+    """``track_smoke_results(project)``: see :func:`version_smoke_results`."""
+    return version_smoke_results

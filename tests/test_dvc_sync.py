@@ -20,6 +20,7 @@ from d2v_pipeline.pipelines.pretrain.pipeline import create_pipeline as pretrain
 from d2v_pipeline.pipelines.report.pipeline import create_pipeline as report_pipeline
 
 MODALITIES = ("image", "speech", "text")
+SMOKE = "data/smoke"  # conf/smoke/globals.yml data_root: where every smoke path lives
 CMD = re.compile(r"--env (\S+) --pipelines (\S+)(?: --namespaces (\S+))?")
 
 
@@ -52,10 +53,14 @@ def _paths(stage: dict, key: str) -> dict[str, dict | None]:
 
 
 @pytest.fixture(scope="module")
-def smoke_project(tmp_path_factory, make_project, project_root) -> tuple[Path, str]:
-    """A project copy (git repo, the project's .gitignore) with dvc.yaml generated for smoke."""
+def smoke_project(
+    tmp_path_factory, make_project, project_root, track_smoke_results
+) -> tuple[Path, str]:
+    """A project copy (git repo, the project's .gitignore with its metrics/plots exceptions
+    repeated under the smoke data root) with dvc.yaml generated for smoke."""
     project = make_project(tmp_path_factory.mktemp("sync") / "project")
     shutil.copy2(project_root / ".gitignore", project / ".gitignore")
+    assert len(track_smoke_results(project)) == 3  # metrics.json, label_efficiency, histories
     _git_init(project)
     path = dvc_sync.write(project, dvc_sync.SyncConfig(env="smoke"))
     return project, path.read_text()
@@ -90,7 +95,7 @@ def test_every_stage_is_a_kedro_slice_of_the_smoke_env(smoke_project):
     }
     deps = _paths(stages[("pretrain", "image")], "deps")
     assert "src/d2v_pipeline/data2vec" in deps and "src/d2v_pipeline/pipelines/pretrain" in deps
-    assert "data/05_model_input/image/arrays.safetensors" in deps
+    assert f"{SMOKE}/05_model_input/image/arrays.safetensors" in deps
 
 
 def _catalog_paths(project: Path) -> tuple[dict[str, dict], list[tuple[re.Pattern, dict]]]:
@@ -108,7 +113,7 @@ def _catalog_paths(project: Path) -> tuple[dict[str, dict], list[tuple[re.Patter
     return exact, patterns
 
 
-def _resolve(name: str, exact, patterns) -> str | None:
+def _resolve(name: str, exact, patterns, data_root: str = SMOKE) -> str | None:
     """The file a dataset name resolves to, or None (memory, folder handle, no file)."""
     entry, groups = exact.get(name), {}
     if entry is None:
@@ -118,7 +123,7 @@ def _resolve(name: str, exact, patterns) -> str | None:
                 break
     if entry is None or "filepath" not in entry or "DirectoryDataset" in entry["type"]:
         return None
-    return entry["filepath"].format(**groups)
+    return entry["filepath"].replace("${globals:data_root}", data_root).format(**groups)
 
 
 def test_outs_are_exactly_the_catalog_files_each_slice_writes(smoke_project):
@@ -155,11 +160,11 @@ def test_speech_cache_metrics_and_plots(smoke_project):
         assert outs[f"{cache_dir}/{name}"] == {"persist": True}
     assert not any("clips" in p for p in _paths(stages[("ingest", "image")], "outs"))
     report = stages[("report", None)]
-    assert _paths(report, "metrics") == {"data/08_reporting/metrics.json": {"cache": False}}
-    assert _paths(report, "plots")["data/08_reporting/label_efficiency.csv"]["cache"] is False
+    assert _paths(report, "metrics") == {f"{SMOKE}/08_reporting/metrics.json": {"cache": False}}
+    assert _paths(report, "plots")[f"{SMOKE}/08_reporting/label_efficiency.csv"]["cache"] is False
     histories = _paths(stages[("pretrain", "text")], "plots")
     assert {p for p, o in histories.items() if o["cache"] is False} == {
-        f"data/07_model_output/text/{m}/pretrain_history.csv" for m in PRETRAINED_METHODS
+        f"{SMOKE}/07_model_output/text/{m}/pretrain_history.csv" for m in PRETRAINED_METHODS
     }
     # the report reads every parameter (`parameters`) and conf/base: whole files are tracked
     assert _paths(report, "params")["conf/smoke/parameters_pretrain.yml"] is None
@@ -172,7 +177,7 @@ def test_check_passes_on_the_generated_file(smoke_project):
 
 def test_check_names_a_catalog_output_missing_from_dvc_yaml(smoke_project, tmp_path):
     project, text = smoke_project
-    target = "data/05_model_input/text/tokenizer.json"
+    target = f"{SMOKE}/05_model_input/text/tokenizer.json"
     assert f"    - {target}\n" in text
     broken = tmp_path / "dvc.yaml"
     broken.write_text(text.replace(f"    - {target}\n", ""))
@@ -201,9 +206,9 @@ def test_check_fails_on_a_new_kedro_output_and_a_moved_one(smoke_project, tmp_pa
         "stage ingest-image: outs: missing data/03_primary/image/source.json "
         "(Kedro dataset image.source_data)"
     ) in problems
-    assert any("outs: missing data/08_reporting/speech/summary.json" in p for p in problems)
+    assert any(f"outs: missing {SMOKE}/08_reporting/speech/summary.json" in p for p in problems)
     assert any(
-        "deps: unexpected data/08_reporting/text/dataset_summary.json" in p for p in problems
+        f"deps: unexpected {SMOKE}/08_reporting/text/dataset_summary.json" in p for p in problems
     )
 
 
@@ -214,7 +219,7 @@ def test_check_flags_uncached_metrics_that_git_ignores(smoke_project, tmp_path, 
     (project / ".gitignore").write_text("data/**\n!data/**/\n")  # no `!` exceptions
     _git_init(project)
     problems = dvc_sync.check(project, dvc_sync.SyncConfig(env="smoke"))
-    assert any(p.startswith("data/08_reporting/metrics.json: a cache: false") for p in problems)
+    assert any(p.startswith(f"{SMOKE}/08_reporting/metrics.json: a cache: false") for p in problems)
 
 
 def test_unknown_env_and_missing_params_are_named(smoke_project, tmp_path, make_project):
@@ -225,6 +230,23 @@ def test_unknown_env_and_missing_params_are_named(smoke_project, tmp_path, make_
     (other / "conf/base/parameters_report.yml").unlink()
     with pytest.raises(dvc_sync.DvcSyncError, match=r"params:report \(node report.summarise\)"):
         dvc_sync.generate(other)
+
+
+def test_base_dvc_yaml_uses_the_base_data_root_whatever_conf_local_says(tmp_path, make_project):
+    """dvc.yaml is generated with conf/base only: a user's conf/local/globals.yml moving
+    their own runs elsewhere does not move the committed outs (always data/...)."""
+    project = make_project(tmp_path / "p")
+    (project / "conf/local/globals.yml").write_text("data_root: data/mine\n")
+    text = dvc_sync.generate(project)
+    outs = [
+        p
+        for stage in _stages(text).values()
+        for key in ("outs", "metrics", "plots")
+        for p in _paths(stage, key)
+    ]
+    assert "data/08_reporting/metrics.json" in outs
+    elsewhere = [p for p in outs if not p.startswith("data/") or p.startswith(("data/mine", SMOKE))]
+    assert elsewhere == []
 
 
 # --------------------------------------------------------------------------- pure helpers

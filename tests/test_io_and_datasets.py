@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -125,3 +127,91 @@ def test_json_missing_ok_returns_default(tmp_path):
     assert ds.load() == {}
     ds.save({"a": 1})
     assert ds.load() == {"a": 1}
+
+
+def test_csv_missing_ok_returns_default_and_still_names_a_missing_file(tmp_path):
+    path = tmp_path / "eval_metrics.csv"
+    assert CSVDataset(filepath=str(path), missing_ok=True).load() is None
+    ds = CSVDataset(filepath=str(path), missing_ok=True)
+    ds.save(pd.DataFrame({"a": [1]}))
+    assert ds.load()["a"].tolist() == [1]
+    with pytest.raises(DatasetError, match=r"eval_metrics\.csv does not exist"):
+        CSVDataset(filepath=str(tmp_path / "other" / "eval_metrics.csv")).load()
+
+
+def test_partial_report_inputs_are_missing_ok_in_the_catalog(project_root):
+    """The datasets the report reads last load as None when their stage has not run."""
+    from kedro.config import OmegaConfigLoader
+    from kedro.io import DataCatalog
+
+    conf = OmegaConfigLoader(str(project_root / "conf"), base_env="base", default_run_env="base")
+    catalog = DataCatalog.from_config(conf["catalog"])
+    names = [
+        f"image.{d}"
+        for d in (
+            "dataset_summary",
+            "eval_metrics",
+            "eval_details",
+            "finetune_curves",
+            "feature_projection",
+            "test_predictions",
+        )
+    ] + ["image.data2vec.pretrain_history", "image.data2vec.pretrain_meta"]
+    assert [n for n in names if not catalog.get(n)._missing_ok] == []
+    assert [n for n in names if catalog.get(n)._default is not None] == []  # load as None
+    # what the other stages hand over stays required: a missing file is an error there
+    assert not catalog.get("image.dataset_info")._missing_ok
+    assert not catalog.get("image.data2vec.method_metrics")._missing_ok
+
+
+def _viz_metadata(name: str, dataset) -> Any:
+    """What Kedro-Viz's own model shows for a dataset node (preview + preview type)."""
+    from kedro_viz.models.flowchart.node_metadata import DataNodeMetadata
+    from kedro_viz.models.flowchart.nodes import GraphNode
+
+    node = GraphNode.create_data_node(
+        dataset_id=name,
+        dataset_name=name,
+        layer="reporting",
+        tags=set(),
+        dataset=dataset,
+        modular_pipelines=None,
+    )
+    return DataNodeMetadata(data_node=node)
+
+
+def test_kedro_viz_previews_tables_json_and_one_figure(tmp_path):
+    table = CSVDataset(
+        filepath=str(tmp_path / "t.csv"),
+        metadata={"kedro-viz": {"layer": "reporting", "preview_args": {"nrows": 2}}},
+    )
+    table.save(pd.DataFrame({"method": ["a", "b", "c"], "acc": [0.5, float("nan"), 0.7]}))
+    meta = _viz_metadata("label_efficiency", table)
+    assert meta.preview_type == "TablePreview"
+    assert meta.preview["columns"] == ["method", "acc"]
+    assert meta.preview["data"] == [["a", 0.5], ["b", None]]  # first rows; NaN as null
+
+    doc = JSONDataset(filepath=str(tmp_path / "d.json"))
+    doc.save({"train": list(range(100)), "n": 3})
+    meta = _viz_metadata("image.splits", doc)
+    assert meta.preview_type == "JSONPreview"
+    shown = json.loads(meta.preview)
+    assert shown["n"] == 3 and shown["train"][:10] == list(range(10))
+    assert shown["train"][10] == "... 90 more"
+
+    figs = FiguresDataset(
+        filepath=str(tmp_path / "figs"),
+        metadata={"kedro-viz": {"preview_args": {"figure": ["missing", "second"]}}},
+    )
+    fig_a, _ = plt.subplots(figsize=(1, 1))
+    fig_b, _ = plt.subplots(figsize=(2, 1))
+    figs.save({"first": fig_a, "second": fig_b})
+    meta = _viz_metadata("report_figures", figs)
+    assert meta.preview_type == "ImagePreview"
+    png = base64.b64decode(meta.preview)
+    assert png == (tmp_path / "figs" / "second.png").read_bytes()  # the one asked for
+
+    # not written yet: no preview, and no error for Kedro-Viz to log
+    assert CSVDataset(filepath=str(tmp_path / "no.csv")).preview() is None
+    assert JSONDataset(filepath=str(tmp_path / "no.json")).preview() is None
+    assert FiguresDataset(filepath=str(tmp_path / "nofigs")).preview() is None

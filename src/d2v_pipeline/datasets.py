@@ -7,10 +7,18 @@ write finished (see :mod:`d2v_pipeline.io`). They are used in conf/*/catalog*.ym
 as ``type: d2v_pipeline.datasets.<Name>``.
 
 Local paths only: for S3/GCS/... keep the artefacts local and use a DVC remote.
+
+Tables, JSON documents and figure folders have a ``preview`` method: Kedro-Viz shows the
+first rows / the (shortened) document / one figure when a dataset node is clicked
+(``kedro viz run``, or ``kedro viz build --include-previews``). The return annotation
+(kedro_datasets' ImagePreview, JSONPreview, TablePreview; exactly that, Kedro-Viz reads its
+name) tells Kedro-Viz how to draw it; a file not written yet previews as None (nothing).
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import io
 import json
 import os
@@ -22,6 +30,7 @@ from typing import Any
 import pandas as pd
 import yaml
 from kedro.io import AbstractDataset, DatasetError
+from kedro_datasets._typing import ImagePreview, JSONPreview, TablePreview
 
 from d2v_pipeline.io import _UMASK, atomic_path, atomic_write
 
@@ -53,6 +62,27 @@ class _LocalFileDataset(AbstractDataset):
         return self._filepath
 
 
+class _OptionalFileDataset(_LocalFileDataset):
+    """A file that may legitimately be absent: with ``missing_ok: true`` a missing file
+    loads as ``default`` (run bookkeeping a first run has not written yet, or an input of
+    a partial report whose stage has not run)."""
+
+    def __init__(
+        self,
+        filepath: str,
+        missing_ok: bool = False,
+        default: Any = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(filepath, metadata)
+        self._missing_ok = missing_ok
+        self._default = default
+
+    def _absent(self) -> bool:
+        """True when the file is missing and that is allowed (load returns ``default``)."""
+        return self._missing_ok and not self._filepath.exists()
+
+
 class TensorDictDataset(_LocalFileDataset):
     """A ``dict[str, torch.Tensor]`` stored as one safetensors file (no pickle involved)."""
 
@@ -74,32 +104,38 @@ class TensorDictDataset(_LocalFileDataset):
             save_file(tensors, str(tmp))
 
 
-class JSONDataset(_LocalFileDataset):
+class JSONDataset(_OptionalFileDataset):
     """Any JSON-serialisable object, pretty-printed with sorted keys for stable diffs.
 
-    With ``missing_ok: true`` a missing file loads as ``default`` (e.g. run bookkeeping
-    that a first run has not written yet).
+    With ``missing_ok: true`` a missing file loads as ``default``. Kedro-Viz previews it
+    as JSON, long lists cut to ``max_items`` (metadata ``kedro-viz: preview_args``).
     """
 
-    def __init__(
-        self,
-        filepath: str,
-        missing_ok: bool = False,
-        default: Any = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(filepath, metadata)
-        self._missing_ok = missing_ok
-        self._default = default
-
     def load(self) -> Any:
-        if self._missing_ok and not self._filepath.exists():
-            return self._default
+        if self._absent():
+            return copy.deepcopy(self._default)
         with open(self._require(), encoding="utf-8") as fh:
             return json.load(fh)
 
     def save(self, data: Any) -> None:
         atomic_write(self._filepath, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+    def preview(self, max_items: int = 10) -> JSONPreview:
+        if not self._filepath.is_file():
+            return None
+        with open(self._filepath, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return JSONPreview(json.dumps(_shorten(data, max_items), indent=2, sort_keys=True))
+
+
+def _shorten(data: Any, max_items: int) -> Any:
+    """``data`` with every list cut to ``max_items`` (plus a note of how many were left out)."""
+    if isinstance(data, dict):
+        return {k: _shorten(v, max_items) for k, v in data.items()}
+    if isinstance(data, list):
+        head = [_shorten(v, max_items) for v in data[:max_items]]
+        return head + ([f"... {len(data) - max_items} more"] if len(data) > max_items else [])
+    return data
 
 
 class YAMLDataset(_LocalFileDataset):
@@ -113,13 +149,17 @@ class YAMLDataset(_LocalFileDataset):
         atomic_write(self._filepath, yaml.safe_dump(data, sort_keys=False))
 
 
-class CSVDataset(_LocalFileDataset):
+class CSVDataset(_OptionalFileDataset):
     """A pandas DataFrame as CSV (the index is not written).
 
     Only empty fields load as missing: a review that reads "NA" or "null" stays text.
+    With ``missing_ok: true`` a missing file loads as ``default`` (None unless set).
+    Kedro-Viz previews the first ``nrows`` rows as a table.
     """
 
-    def load(self) -> pd.DataFrame:
+    def load(self) -> pd.DataFrame | Any:
+        if self._absent():
+            return copy.deepcopy(self._default)
         return pd.read_csv(self._require(), keep_default_na=False, na_values=[""])
 
     def save(self, data: pd.DataFrame) -> None:
@@ -128,6 +168,12 @@ class CSVDataset(_LocalFileDataset):
         buf = io.StringIO()
         data.to_csv(buf, index=False)
         atomic_write(self._filepath, buf.getvalue())
+
+    def preview(self, nrows: int = 10) -> TablePreview:
+        if not self._filepath.is_file():
+            return None
+        df = pd.read_csv(self._filepath, nrows=nrows, keep_default_na=False, na_values=[""])
+        return TablePreview(df.astype(object).where(df.notna(), None).to_dict(orient="split"))
 
 
 class TextDataset(_LocalFileDataset):
@@ -145,7 +191,8 @@ class FiguresDataset(_LocalFileDataset):
 
     The folder is written as a whole: figures go to a temporary sibling folder,
     which then replaces the old one, so a failed save leaves the old figures.
-    Loading returns ``dict[str, Path]`` of the PNG files.
+    Loading returns ``dict[str, Path]`` of the PNG files. Kedro-Viz previews one figure:
+    the first of ``preview_args: {figure: [name, ...]}`` that exists, else the first file.
     """
 
     def __init__(
@@ -178,6 +225,16 @@ class FiguresDataset(_LocalFileDataset):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    def preview(self, figure: str | list[str] | None = None) -> ImagePreview:
+        if not self._filepath.is_dir():
+            return None
+        files = {p.stem: p for p in sorted(self._filepath.glob("*.png"))}
+        wanted = [figure] if isinstance(figure, str) else list(figure or [])
+        name = next((n for n in wanted if n in files), next(iter(files), None))
+        if name is None:
+            return None
+        return ImagePreview(base64.b64encode(files[name].read_bytes()).decode("ascii"))
 
 
 class DirectoryDataset(_LocalFileDataset):

@@ -5,13 +5,16 @@
 off the Kedro objects that the slice runs:
 
 - stages: one per registered pipeline that is part of ``__default__`` (``tune`` is not),
-  split per top-level namespace when its nodes are namespaced (image, speech, text);
+  split per top-level namespace when all its nodes are namespaced (image, speech, text); a
+  pipeline with top-level nodes (``report``, which joins the lanes) is one stage;
   per-namespace stages that are identical up to the namespace become one ``foreach`` group
   (``pretrain@image``), the others stay explicit (``ingest-text``: text has a tokenizer);
 - outs: the catalog file of every dataset the slice's nodes write (factory patterns such
   as ``{modality}.{method}.encoder`` resolved by the catalog). MemoryDatasets are not
-  outs, folder handles (``*.train_state``: resumable scratch keyed by a config hash) are
-  neither deps nor outs, run bookkeeping (``node_timings``) is ignored;
+  outs, folder handles (DirectoryDataset, e.g. a tune study folder) are neither deps nor
+  outs, run bookkeeping (``node_timings``, ``run_info``) is ignored;
+- catalog paths start with ``${globals:data_root}``: they resolve with the generated env's
+  globals (``data/`` for base, so the committed dvc.yaml names ``data/...``);
 - side outputs: files a node writes itself outside the catalog, located by a parameter
   (the speech synthesis cache) are ``persist: true`` outs, so DVC versions them but never
   deletes them before a run (the reader's own hash decides whether to re-synthesise);
@@ -109,7 +112,7 @@ class SyncConfig:
         ("*.pretrain_history", PlotSpec(x="step", y="loss")),
     )
     # Written on every run by a hook: never a dep or an out (it would make every stage stale).
-    bookkeeping: tuple[str, ...] = ("node_timings",)
+    bookkeeping: tuple[str, ...] = ("node_timings", "run_info")
     # Folder handles a node manages itself (resumable training state): neither dep nor out.
     scratch_types: tuple[str, ...] = ("d2v_pipeline.datasets.DirectoryDataset",)
     # Datasets that read conf/base parameters: tracked as whole conf/base params files.
@@ -376,11 +379,8 @@ class _Builder:
         for name in _pipeline_order(members):
             pipe = members[name]
             namespaces = {n.namespace.split(".")[0] if n.namespace else None for n in pipe.nodes}
-            if None in namespaces and len(namespaces) > 1:
-                raise DvcSyncError(
-                    f"pipeline {name!r} mixes namespaced and top-level nodes: "
-                    "`kedro run --namespaces` cannot slice it into stages"
-                )
+            if None in namespaces:  # top-level nodes (maybe beside namespaced ones): one stage
+                namespaces = {None}
             for ns in sorted(namespaces, key=lambda x: x or ""):
                 found.append(
                     (name, ns, pipe if ns is None else pipe.only_nodes_with_namespaces([ns]))

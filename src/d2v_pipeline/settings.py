@@ -7,9 +7,9 @@ whole top-level block such as ``image:`` (Kedro's default is destructive).
 
 from kedro.config import OmegaConfigLoader
 
-from d2v_pipeline.hooks import ProgressHooks
+from d2v_pipeline.hooks import ProgressHooks, RunInfoHooks
 
-HOOKS = (ProgressHooks(),)
+HOOKS = (RunInfoHooks(), ProgressHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

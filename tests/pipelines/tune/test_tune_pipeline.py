@@ -41,11 +41,12 @@ def test_tune_is_registered_per_modality_and_not_in_default():
     assert {"image.model_input", "params:image.tune", "params:image.pretrain"} <= tune.inputs()
 
 
-def test_smoke_tune_run_writes_every_output(project_copy):
+def test_smoke_tune_run_writes_every_output(project_copy, data_root_of):
     _kedro(project_copy, "run", "--env", "smoke", "--pipeline", "ingest", "--namespaces", "image")
     _kedro(project_copy, "run", "--env", "smoke", "--pipeline", "tune", "--namespaces", "image")
-    out = project_copy / "data" / "07_model_output" / "image" / "tune"
-    rep = project_copy / "data" / "08_reporting" / "image" / "tune"
+    root = data_root_of(project_copy, "smoke")  # data/smoke: never the base results
+    out = root / "07_model_output" / "image" / "tune"
+    rep = root / "08_reporting" / "image" / "tune"
     assert (out / "study" / "study.journal").is_file()
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["number"]) == [0, 1, 2]  # smoke n_trials

@@ -50,9 +50,10 @@ DEVIATIONS = {
     ],
     # data2vec 2.0 only (spec §5)
     ("data2vec2", "all"): [
-        "data2vec 2.0: 4-8 clones per sample (paper 8-16) and a 1-2 layer convolutional "
-        "decoder of width D (paper 4-6 layers); learning rate and batch set for the small "
-        "batches, budget matched to data2vec v1 in wall time.",
+        "data2vec 2.0: fewer clones per sample (paper 8-16) and a shallower convolutional "
+        "decoder of width D (paper 4-6 layers; see clones and decoder in config); the "
+        "modality's shared learning rate (the same for every method), smaller batches, "
+        "budget matched to data2vec v1 in wall time.",
     ],
     ("data2vec2", "image"): [
         "data2vec 2.0 images: no prenet blocks; learned positions (paper: fixed sin-cos); "
@@ -60,7 +61,7 @@ DEVIATIONS = {
     ],
     ("data2vec2", "speech"): [
         "data2vec 2.0 speech: no ALiBi; every row's mask brought to the batch mean masked "
-        "count (fairseq trims to the minimum); decoder 1 layer, kernel 3 (paper 4 x 7).",
+        "count (fairseq trims to the minimum); decoder 2 layers, kernel 7 (paper 4 x 7).",
     ],
     ("data2vec2", "text"): [
         "data2vec 2.0 text: special tokens are never masked; targets instance-normalised "
@@ -101,11 +102,23 @@ def run_key(*parts: Any) -> str:
     return sha256_bytes(blob)[:16]
 
 
+def _state_dir(params: Mapping[str, Any], modality: str, method: str) -> Path | None:
+    """``<state_dir>/<method>``: the method's resumable training states (one per run key)."""
+    root = params.get("state_dir")
+    if not root:
+        log.warning(
+            "%s.pretrain.state_dir is not set: %s trains without resumable checkpoints",
+            modality,
+            method,
+        )
+        return None
+    return Path(str(root)) / method
+
+
 def pretrain_encoder(
     model_input: dict[str, torch.Tensor],
     dataset_info: dict[str, Any],
     params: dict[str, Any],
-    train_state: Path,
     method: str,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], pd.DataFrame]:
     """Pretrain one encoder with ``method`` on the train split (never val/test).
@@ -113,8 +126,9 @@ def pretrain_encoder(
     Args:
         model_input: ingested tensors (``train.x`` ...).
         dataset_info: shapes, vocabulary and content hash from ingest.
-        params: ``<m>.pretrain`` (encoder, train, and one block per method).
-        train_state: folder for resumable checkpoints (a run killed mid-way continues).
+        params: ``<m>.pretrain`` (encoder, train, and one block per method); ``state_dir`` is
+            the folder for resumable checkpoints (``<state_dir>/<method>/<run key>``): a run
+            killed mid-way continues from its last checkpoint.
         method: ``data2vec``, ``data2vec2`` or ``masked_recon``.
 
     Returns:
@@ -131,7 +145,8 @@ def pretrain_encoder(
         cfgs.config_to_dict(train_cfg),
         dataset_info.get("content_hash"),
     )
-    state_dir = Path(train_state) / key
+    method_dir = _state_dir(params, modality, method)
+    state_dir = method_dir / key if method_dir is not None else None
     log.info(
         "%s/%s: pretraining %d steps on %d unlabelled examples (state: %s)",
         modality,
@@ -149,8 +164,8 @@ def pretrain_encoder(
         resume=bool(params.get("resume", True)),
         progress=bool(params.get("progress", True)),
     )
-    for other in Path(train_state).iterdir():  # states of superseded configs
-        if other.is_dir() and other.name != key:
+    for other in method_dir.iterdir() if method_dir is not None else ():
+        if other.is_dir() and other.name != key:  # states of superseded configs
             shutil.rmtree(other, ignore_errors=True)
     history = pd.DataFrame(result.history)
     last = result.history[-1] if result.history else {}
