@@ -13,6 +13,14 @@ import pytest
 # per-method accuracy level; seeds add a fixed offset so means/stds are hand-checkable
 LEVELS = {"data2vec": 0.70, "masked_recon": 0.62, "scratch": 0.55, "raw_input": 0.80}
 SEED_OFFSET = {0: -0.02, 1: 0.0, 2: 0.03}
+# optional per-method x seed noise (``jitter=True``): without it every paired difference is
+# the same on every seed, i.e. a zero-width interval
+JITTER = {
+    "data2vec": (0.004, -0.006, 0.002),
+    "masked_recon": (-0.003, 0.005, 0.0),
+    "scratch": (0.0, 0.003, -0.004),
+    "raw_input": (0.002, -0.002, 0.001),
+}
 
 
 def tidy_metrics(
@@ -22,9 +30,10 @@ def tidy_metrics(
     fractions: Iterable[float] = (0.01, 0.1, 1.0),
     seeds: Iterable[int] = (0, 1, 2),
     raw: bool = True,
+    jitter: bool = False,
 ) -> pd.DataFrame:
     """Accuracy and macro-F1 rows; value = level + 0.05*log10(fraction) + seed offset
-    (+ a small per-protocol shift), macro-F1 = accuracy - 0.01."""
+    (+ a small per-protocol shift, + JITTER when asked), macro-F1 = accuracy - 0.01."""
     rows: list[dict[str, Any]] = []
     arms = [(m, p) for m in methods for p in protocols]
     if raw:
@@ -34,6 +43,7 @@ def tidy_metrics(
         for fraction in fractions:
             for seed in seeds:
                 acc = LEVELS[method] + 0.05 * np.log10(fraction) + SEED_OFFSET[seed] + shift
+                acc += JITTER[method][seed] if jitter else 0.0
                 for metric, value in (("accuracy", acc), ("macro_f1", acc - 0.01)):
                     rows.append(
                         {
@@ -79,7 +89,10 @@ def pretrain_meta(modality: str, method: str, collapsed: bool = False) -> dict[s
         "final_pred_std": 0.5,
         "seed": 0,
         "data_hash": f"hash-{modality}",
-        "config": {"train": {"steps": 290}},
+        "config": {
+            "encoder": {"dim": 48, "depth": 3, "heads": 2, "ffn_dim": 96},
+            "train": {"steps": 290, "batch_size": 16, "device": "cpu"},
+        },
         "environment": {
             "python": "3.11.9",
             "cpu_count": 2,
@@ -131,19 +144,38 @@ def feature_projection(methods=("data2vec", "masked_recon", "scratch")) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def full_datasets(modalities=("image", "text"), collapsed: tuple[str, str] | None = None):
+RUN_INFO = {
+    "env": "base",
+    "command": "kedro run",
+    "started_at": "2026-11-28T10:00:00+00:00",
+    "git_commit": "abc1234",
+    "git_clean": True,
+    "git_changes": [],
+    "git_changes_total": 0,
+    "data_root": "data",
+    "kedro_version": "1.7.0",
+}
+
+
+def full_datasets(
+    modalities=("image", "text"),
+    collapsed: tuple[str, str] | None = None,
+    run_info: dict[str, Any] | None = None,
+):
     """Catalog-named inputs: ``image`` complete; ``text`` without fine-tuning, curves,
-    projection or confusion (to exercise the "not run" paths)."""
+    projection or confusion (to exercise the "not run" paths). Scores carry per-seed noise
+    (JITTER), so intervals have a width; ``run_info`` defaults to a clean base run."""
     datasets: dict[str, Any] = {}
     for m in modalities:
         complete = m == "image"
         protocols = ("probe_final", "probe_topk", "finetune") if complete else ("probe_final",)
-        datasets[f"{m}.eval_metrics"] = tidy_metrics(m, protocols=protocols)
+        datasets[f"{m}.eval_metrics"] = tidy_metrics(m, protocols=protocols, jitter=True)
         datasets[f"{m}.dataset_summary"] = {
             "modality": m,
             "source": f"{m}-source",
             "content_hash": f"hash-{m}",
             "splits": {"train": {"n": 300}, "test": {"n": 100}},
+            "counts": {"train": 300, "val": 50, "test": 100},
         }
         datasets[f"{m}.eval_details"] = eval_details() if complete else None
         datasets[f"{m}.finetune_curves"] = finetune_curves() if complete else None
@@ -163,6 +195,7 @@ def full_datasets(modalities=("image", "text"), collapsed: tuple[str, str] | Non
         "report": {"decimals": 1},
     }
     datasets["node_timings"] = {"image.pretrain_data2vec": 30.0, "image.evaluate_scratch": 10.0}
+    datasets["run_info"] = dict(RUN_INFO if run_info is None else run_info)
     return datasets
 
 
@@ -174,3 +207,12 @@ def make_metrics() -> Callable[..., pd.DataFrame]:
 @pytest.fixture(scope="session")
 def make_datasets() -> Callable[..., dict[str, Any]]:
     return full_datasets
+
+
+@pytest.fixture(scope="session")
+def smoke_report(tmp_path_factory, make_git_project, kedro_cli, data_root_of):
+    """The HTML report of a real smoke run: `kedro run --env smoke` (every lane, then the
+    report) in a git snapshot of the project. Returns the smoke data root."""
+    project = make_git_project(tmp_path_factory.mktemp("smoke-report") / "project")
+    kedro_cli(project, "run", "--env", "smoke", timeout=900)
+    return data_root_of(project, "smoke")

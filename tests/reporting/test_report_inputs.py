@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from d2v_pipeline.reporting import ReportInputError, gather_inputs, params_diff
+from d2v_pipeline.reporting import ReportInputError, gather_inputs, lane_inputs, params_diff
 
 
 def test_value_outside_zero_one_names_dataset_and_row(make_metrics):
@@ -69,10 +69,34 @@ def test_missing_optional_inputs_are_accepted(make_metrics):
             "node_timings": None,
         }
     )
-    assert set(inputs.modalities) == {"image", "text"}
-    assert inputs.modalities["text"].eval_metrics.empty
-    assert inputs.modalities["text"].extras == {"tune_study": {"trials": 3}}
-    assert inputs.node_timings is None
+    # a lane counts as run when its eval_metrics exist: text did not run
+    assert set(inputs.modalities) == {"image"}
+    assert inputs.missing_lanes == ("text",)
+    assert inputs.node_timings is None and inputs.run_info is None
+
+
+def test_lane_bundles_validate_with_full_catalog_names(make_metrics):
+    lane = lane_inputs("image", {"eval_metrics": make_metrics("image", fractions=(0.1,))})
+    assert lane.present and lane.name == "image"
+    inputs = gather_inputs(
+        {"image.report_inputs": lane, "speech.report_inputs": lane_inputs("speech", {})}
+    )
+    assert list(inputs.modalities) == ["image"] and inputs.missing_lanes == ("speech",)
+    bad = {"eval_metrics": None, "data2vec.pretrain_meta": {"collapsed": "maybe"}}
+    with pytest.raises(ReportInputError, match=r"speech\.data2vec\.pretrain_meta: key 'collapsed'"):
+        lane_inputs("speech", bad)
+    with pytest.raises(ReportInputError, match=r"text\.report_inputs: expected the text lane"):
+        gather_inputs({"text.report_inputs": lane})
+
+
+def test_run_info_is_type_checked_and_empty_means_not_recorded():
+    assert gather_inputs({"run_info": {}}).run_info is None
+    info = {"env": "smoke", "git_commit": None, "git_clean": None, "git_changes": ["a.py"]}
+    assert gather_inputs({"run_info": info}).run_info == info
+    with pytest.raises(ReportInputError, match=r"run_info: key 'git_clean' must be bool or null"):
+        gather_inputs({"run_info": {"git_clean": "yes"}})
+    with pytest.raises(ReportInputError, match=r"run_info: key 'git_changes_total' must be int"):
+        gather_inputs({"run_info": {"git_changes_total": True}})
 
 
 def test_params_diff_lists_changed_added_and_removed_keys():

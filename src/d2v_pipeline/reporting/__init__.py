@@ -5,6 +5,7 @@ Typical use (what the ``report`` pipeline's nodes do)::
 
     config = report_config_from_dict(params["report"])
     inputs = gather_inputs({"image.eval_metrics": df, ...}, git_commit=sha)
+    # (or per lane: lane_inputs("image", {"eval_metrics": df, ...}) -> "image.report_inputs")
     summary = summarise_report(inputs, config)
     figures = build_figures(inputs, summary, config)
     document = build_document(inputs, summary, figures.keys(), config)
@@ -21,6 +22,7 @@ from d2v_pipeline.reporting.inputs import (
     ReportInputError,
     ReportInputs,
     gather_inputs,
+    lane_inputs,
 )
 from d2v_pipeline.reporting.provenance import flatten, params_diff
 from d2v_pipeline.reporting.render import to_html, to_markdown
@@ -52,6 +54,7 @@ __all__ = [
     "flatten",
     "gather_inputs",
     "label_efficiency_table",
+    "lane_inputs",
     "metrics_dict",
     "paired_difference",
     "params_diff",

@@ -25,7 +25,8 @@ DEFAULT_SCALE_NOTE = (
 class ReportConfig:
     """What the report shows and how; every field is a key under ``report:`` in the parameters."""
 
-    title: str = "data2vec against baselines: tiny-scale report"
+    # the title starts with this; the lanes and the environment that ran are appended
+    title: str = "data2vec vs baselines"
     # the label fraction the headline judges (the closest present one is used if absent)
     headline_fraction: float = 0.1
     # level of the confidence intervals on differences (two-sided t-interval)
@@ -49,6 +50,8 @@ class ReportConfig:
     context_protocols: tuple[str, ...] = ("raw_probe",)
     # protocols the headline speaks about
     headline_protocols: tuple[str, ...] = ("probe_final", "probe_topk", "finetune")
+    # the no-pretraining baseline the headline table measures every method against
+    reference_method: str = "scratch"
     protocol_labels: Mapping[str, str] = field(
         default_factory=lambda: dict(DEFAULT_PROTOCOL_LABELS)
     )

@@ -1,15 +1,17 @@
 """The report's inputs, validated once, with errors that name the dataset, row and column.
 
 Datasets arrive keyed by their catalog names (``image.eval_metrics``,
-``image.data2vec.pretrain_history``, ``parameters``, ...). Every per-modality input is
-optional (``None`` means "not produced": the report says "not run"), but an input that is
-present and malformed is an error: a report built on a half-read table would mislead.
+``image.data2vec.pretrain_history``, ``parameters``, ...), or a lane at a time: the report
+pipeline bundles each lane's datasets with :func:`lane_inputs` (``image.report_inputs``).
+Every per-modality input is optional (``None`` means "not produced": the report says "not
+run"; a lane without eval_metrics did not run at all), but an input that is present and
+malformed is an error: a report built on a half-read table would mislead.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +34,16 @@ MODALITY_DATASETS = (
     "test_predictions",
 )
 RUN_DATASETS = ("pretrain_history", "pretrain_meta")
-GLOBAL_DATASETS = ("parameters", "base_parameters", "node_timings", "time_to_accuracy")
+GLOBAL_DATASETS = (
+    "parameters",
+    "base_parameters",
+    "node_timings",
+    "time_to_accuracy",
+    "run_info",
+)
+# one lane's datasets validated into one ModalityInputs (the report pipeline's lane bundles)
+LANE_BUNDLE = "report_inputs"
+MODALITY_ORDER = ("image", "speech", "text")
 
 
 class ReportInputError(ValueError):
@@ -65,11 +76,13 @@ class ModalityInputs:
     runs: dict[str, PretrainRun] = field(default_factory=dict)
     # inputs the report does not render yet (e.g. future ``tune_*`` tables), kept by name
     extras: dict[str, Any] = field(default_factory=dict)
+    # the lane ran: its eval_metrics exist (a missing file loads as None)
+    present: bool = True
 
 
 @dataclass
 class ReportInputs:
-    """All validated inputs of one report."""
+    """All validated inputs of one report: the lanes that ran, and the ones that did not."""
 
     modalities: dict[str, ModalityInputs]
     parameters: dict[str, Any] | None = None
@@ -78,51 +91,86 @@ class ReportInputs:
     git_commit: str | None = None
     # benchmarks/results/time_to_accuracy.json (benchmarks/time_to_accuracy.py), if run
     time_to_accuracy: dict[str, Any] | None = None
+    # data/09_tracking/run_info.json, written at the start of each `kedro run` (None: old run)
+    run_info: dict[str, Any] | None = None
+    # lanes the report expected but whose eval_metrics do not exist (not run yet)
+    missing_lanes: tuple[str, ...] = ()
+
+
+def lane_inputs(modality: str, datasets: Mapping[str, Any]) -> ModalityInputs:
+    """Validate one lane's datasets into a :class:`ModalityInputs`.
+
+    ``datasets`` are keyed by their names inside the lane: ``eval_metrics``, ...,
+    ``<method>.pretrain_history``, ``<method>.pretrain_meta``, ``tune_<name>``; errors name
+    the full catalog name (``image.eval_metrics``). The lane is ``present`` when its
+    eval_metrics exist (not ``None``).
+    """
+    lane = ModalityInputs(name=modality, eval_metrics=empty_eval_metrics())
+    lane.present = datasets.get("eval_metrics") is not None
+    for key in sorted(datasets):
+        value, name, parts = datasets[key], f"{modality}.{key}", key.split(".")
+        if len(parts) == 1 and key in MODALITY_DATASETS:
+            setattr(lane, key, _VALIDATORS[key](value, name, modality))
+        elif len(parts) == 1 and key.startswith("tune_"):
+            lane.extras[key] = value
+        elif len(parts) == 2 and parts[1] in RUN_DATASETS:
+            run = lane.runs.setdefault(parts[0], PretrainRun(modality=modality, method=parts[0]))
+            if parts[1] == "pretrain_history":
+                run.history = validate_history(value, name)
+            else:
+                run.meta = validate_meta(value, name)
+        else:
+            raise ReportInputError(
+                f"report: unexpected input dataset {name!r}; expected '<modality>.<"
+                + "|".join(MODALITY_DATASETS)
+                + ">', '<modality>.<method>.<pretrain_history|pretrain_meta>' or "
+                "'<modality>.tune_<name>'"
+            )
+    return lane
 
 
 def gather_inputs(datasets: Mapping[str, Any], *, git_commit: str | None = None) -> ReportInputs:
     """Sort catalog datasets by name into :class:`ReportInputs`, validating each.
 
-    Accepted names: ``parameters``, ``base_parameters``, ``node_timings``, ``time_to_accuracy``,
-    ``<m>.{dataset_summary,eval_metrics,eval_details,finetune_curves,feature_projection}``,
-    ``<m>.<method>.{pretrain_history,pretrain_meta}`` and ``<m>.tune_*`` (kept for later).
-    Any other name is an error, so a wiring mistake does not silently drop a table.
+    Accepted names: the globals (``parameters``, ``base_parameters``, ``node_timings``,
+    ``time_to_accuracy``, ``run_info``), a lane bundle ``<m>.report_inputs`` (a
+    :class:`ModalityInputs` from :func:`lane_inputs`), or a lane's own datasets
+    ``<m>.{dataset_summary,eval_metrics,...}``, ``<m>.<method>.{pretrain_history,
+    pretrain_meta}`` and ``<m>.tune_*`` (kept for later). Any other name is an error, so a
+    wiring mistake does not silently drop a table. Lanes without eval_metrics are listed in
+    ``missing_lanes`` and left out of ``modalities``.
     """
-    modalities: dict[str, ModalityInputs] = {}
+    lanes: dict[str, ModalityInputs] = {}
+    raw: dict[str, dict[str, Any]] = {}
     globals_: dict[str, Any] = {}
-
-    def modality(name: str) -> ModalityInputs:
-        if name not in modalities:
-            modalities[name] = ModalityInputs(name=name, eval_metrics=empty_eval_metrics())
-        return modalities[name]
-
     for key in sorted(datasets):
-        value = datasets[key]
-        parts = key.split(".")
+        value, parts = datasets[key], key.split(".", 1)
         if len(parts) == 1 and key in GLOBAL_DATASETS:
             globals_[key] = value
-        elif len(parts) == 2 and parts[1] in MODALITY_DATASETS:
-            m = modality(parts[0])
-            setattr(m, parts[1], _VALIDATORS[parts[1]](value, key, parts[0]))
-        elif len(parts) == 2 and parts[1].startswith("tune_"):
-            modality(parts[0]).extras[parts[1]] = value
-        elif len(parts) == 3 and parts[2] in RUN_DATASETS:
-            m = modality(parts[0])
-            run = m.runs.setdefault(parts[1], PretrainRun(modality=parts[0], method=parts[1]))
-            if parts[2] == "pretrain_history":
-                run.history = validate_history(value, key)
-            else:
-                run.meta = validate_meta(value, key)
+        elif len(parts) == 2 and parts[1] == LANE_BUNDLE:
+            if not isinstance(value, ModalityInputs) or value.name != parts[0]:
+                raise ReportInputError(
+                    f"{key}: expected the {parts[0]} lane's ModalityInputs bundle, got "
+                    f"{getattr(value, 'name', type(value).__name__)!r}"
+                )
+            lanes[parts[0]] = value
+        elif len(parts) == 2:
+            raw.setdefault(parts[0], {})[parts[1]] = value
         else:
             raise ReportInputError(
-                f"report: unexpected input dataset {key!r}; expected 'parameters', "
-                "'base_parameters', 'node_timings', 'time_to_accuracy', '<modality>.<"
-                + "|".join(MODALITY_DATASETS)
-                + ">', '<modality>.<method>.<pretrain_history|pretrain_meta>' or "
-                "'<modality>.tune_<name>'"
+                f"report: unexpected input dataset {key!r}; expected one of {GLOBAL_DATASETS}, "
+                "'<modality>.report_inputs' or a lane dataset '<modality>.<name>'"
             )
+    for modality, lane_datasets in raw.items():
+        if modality in lanes:
+            raise ReportInputError(
+                f"report: lane {modality!r} given both as a bundle and as datasets "
+                f"{sorted(lane_datasets)}"
+            )
+        lanes[modality] = lane_inputs(modality, lane_datasets)
+    order = _ordered(lanes)
     return ReportInputs(
-        modalities=modalities,
+        modalities={m: lanes[m] for m in order if lanes[m].present},
         parameters=_optional_dict(globals_.get("parameters"), "parameters"),
         base_parameters=_optional_dict(globals_.get("base_parameters"), "base_parameters"),
         node_timings=validate_node_timings(globals_.get("node_timings"), "node_timings"),
@@ -130,7 +178,14 @@ def gather_inputs(datasets: Mapping[str, Any], *, git_commit: str | None = None)
         time_to_accuracy=validate_time_to_accuracy(
             globals_.get("time_to_accuracy"), "time_to_accuracy"
         ),
+        run_info=validate_run_info(globals_.get("run_info"), "run_info"),
+        missing_lanes=tuple(m for m in order if not lanes[m].present),
     )
+
+
+def _ordered(names: Iterable[str]) -> list[str]:
+    names = set(names)
+    return [m for m in MODALITY_ORDER if m in names] + sorted(names - set(MODALITY_ORDER))
 
 
 def empty_eval_metrics() -> pd.DataFrame:
@@ -409,6 +464,42 @@ def validate_time_to_accuracy(value: Any, name: str) -> dict[str, Any] | None:
                 raise ReportInputError(
                     f"{where}.points[{j}]: train_s {seconds!r} / accuracy {acc!r} out of range"
                 )
+    return dict(value)
+
+
+# run_info keys (written by d2v_pipeline.hooks) and the JSON types each may have
+RUN_INFO_TYPES: dict[str, tuple[type, ...]] = {
+    "env": (str,),
+    "command": (str,),
+    "started_at": (str,),
+    "git_commit": (str, type(None)),
+    "git_clean": (bool, type(None)),
+    "git_changes": (list,),
+    "git_changes_total": (int,),
+    "data_root": (str,),
+    "kedro_version": (str,),
+}
+
+
+def validate_run_info(value: Any, name: str) -> dict[str, Any] | None:
+    """The run's identity (env, command, start time, git state), or None when not recorded
+    (missing or ``{}``: a run from before the hook existed). Known keys are type-checked,
+    and an error names the key and its value; unknown keys are kept."""
+    if value is None or (isinstance(value, Mapping) and not value):
+        return None
+    if not isinstance(value, Mapping):
+        raise ReportInputError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    for key, types in RUN_INFO_TYPES.items():
+        if key not in value:
+            continue
+        v = value[key]
+        # bool is an int in Python, but true is not a count in JSON
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ReportInputError(f"{name}: key {key!r} must be {expected}, got {v!r}")
+    changes = value.get("git_changes") or []
+    if not all(isinstance(c, str) for c in changes):
+        raise ReportInputError(f"{name}: key 'git_changes' must be a list of paths")
     return dict(value)
 
 

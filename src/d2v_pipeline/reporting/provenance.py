@@ -127,16 +127,6 @@ def _first(*values: Any) -> Any:
     return None
 
 
-def deviations(inputs: ReportInputs) -> list[tuple[str, list[str]]]:
-    """Unique deviation notes from every run's metadata, with the runs that report each."""
-    seen: dict[str, list[str]] = {}
-    for modality, mi in inputs.modalities.items():
-        for method, run in mi.runs.items():
-            for text in (run.meta or {}).get("deviations") or []:
-                seen.setdefault(text, []).append(f"{modality}/{method}")
-    return [(text, sorted(runs)) for text, runs in seen.items()]
-
-
 def environment_rows(inputs: ReportInputs) -> list[tuple[str, str]]:
     """Environment facts (flattened ``environment`` of every run's metadata); a key whose
     value differs between runs lists each value with its runs."""
@@ -162,24 +152,22 @@ def environment_rows(inputs: ReportInputs) -> list[tuple[str, str]]:
 
 
 def data_hash_rows(inputs: ReportInputs) -> list[tuple[str, str, str, str]]:
-    """``(modality, source, dataset content_hash, data_hash of each pretraining run)``."""
+    """``(modality, source, dataset content_hash, the pretraining runs' data_hash)``; each
+    hash is written once: runs that trained on the dataset's own hash say "same"."""
     rows = []
     for modality in ordered(inputs.modalities, ("image", "speech", "text")):
         mi = inputs.modalities[modality]
         summary = mi.dataset_summary or {}
-        run_hashes = "; ".join(
-            f"{method}: {_text((run.meta or {}).get('data_hash'))}"
-            for method, run in sorted(mi.runs.items())
-            if run.meta is not None
+        content = _text(summary.get("content_hash"))
+        by_hash: dict[str, list[str]] = {}
+        for method, run in sorted(mi.runs.items()):
+            if run.meta is not None:
+                by_hash.setdefault(_text(run.meta.get("data_hash")), []).append(method)
+        runs = "; ".join(
+            f"{', '.join(methods)}: " + ("same" if h == content != "-" else h)
+            for h, methods in by_hash.items()
         )
-        rows.append(
-            (
-                modality,
-                _text(summary.get("source")),
-                _text(summary.get("content_hash")),
-                run_hashes or "-",
-            )
-        )
+        rows.append((modality, _text(summary.get("source")), content, runs or "-"))
     return rows
 
 

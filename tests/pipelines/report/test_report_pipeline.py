@@ -16,8 +16,10 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from d2v_pipeline.datasets import CSVDataset, FiguresDataset, JSONDataset, TextDataset
+from d2v_pipeline.pipelines.pretrain.pipeline import PRETRAINED_METHODS
 from d2v_pipeline.pipelines.report import create_pipeline
 from d2v_pipeline.reporting import report_config_from_dict
+from d2v_pipeline.reporting.inputs import RUN_DATASETS
 
 PROJECT = Path(__file__).resolve().parents[3]
 OUTPUTS = {"report_html", "report_md", "report_metrics", "report_figures", "label_efficiency"}
@@ -101,8 +103,10 @@ def _inputs(modality: str, method: str) -> dict:
         f"{modality}.{method}.pretrain_meta": meta,
         "parameters": {"report": {"decimals": 2}, "image": {"finetune": {"seeds": [0, 1]}}},
         "base_parameters": {"report": {"decimals": 2}, "image": {"finetune": {"seeds": [0]}}},
+        f"{modality}.test_predictions": None,  # not produced: intervals cover the seeds only
         "node_timings": {"image.pretrain_data2vec": 12.0},
         "time_to_accuracy": {},  # the benchmark was not run
+        "run_info": {"env": "smoke", "command": "kedro run --env smoke", "git_commit": None},
         "params:report": {"decimals": 2},
     }
 
@@ -110,23 +114,30 @@ def _inputs(modality: str, method: str) -> dict:
 def test_default_pipeline_reads_the_agreed_dataset_names():
     pipeline = create_pipeline()
     inputs = pipeline.inputs()
+    lane = {
+        "dataset_summary",
+        "eval_metrics",
+        "eval_details",
+        "finetune_curves",
+        "feature_projection",
+        "test_predictions",
+    }
     for m in ("image", "speech", "text"):
-        for name in (
-            "dataset_summary",
-            "eval_metrics",
-            "eval_details",
-            "finetune_curves",
-            "feature_projection",
-        ):
-            assert f"{m}.{name}" in inputs
-        for method in ("data2vec", "masked_recon"):
-            assert f"{m}.{method}.pretrain_history" in inputs
-            assert f"{m}.{method}.pretrain_meta" in inputs
-    assert {"parameters", "base_parameters", "node_timings", "time_to_accuracy"} <= inputs
-    assert "params:report" in inputs
+        # one node per lane, in the lane's namespace, bundles the lane's datasets
+        (bundle,) = [n for n in pipeline.nodes if n.name == f"{m}.report_bundle"]
+        assert bundle.namespace == m and bundle.outputs == [f"{m}_report_inputs"]
+        runs = {f"{method}.{d}" for method in PRETRAINED_METHODS for d in RUN_DATASETS}
+        assert set(bundle.inputs) == {f"{m}.{d}" for d in lane | runs}
+        assert {f"{m}.{d}" for d in lane | runs} <= inputs
+    globals_ = {"parameters", "base_parameters", "node_timings", "time_to_accuracy", "run_info"}
+    assert globals_ | {"params:report"} <= inputs
+    (gather,) = [n for n in pipeline.nodes if n.name == "report.gather_inputs"]
+    assert (
+        set(gather.inputs) == {f"{m}_report_inputs" for m in ("image", "speech", "text")} | globals_
+    )
     assert pipeline.all_outputs() >= OUTPUTS
     assert pipeline.outputs() == OUTPUTS - {"report_figures"}  # also read by later nodes
-    assert all(n.name.startswith("report.") for n in pipeline.nodes)
+    assert all(n.name.startswith("report.") for n in pipeline.nodes if n.namespace is None)
 
 
 def test_conf_files_declare_the_outputs_and_valid_parameters():
@@ -181,3 +192,31 @@ def test_pipeline_writes_a_self_contained_report(tmp_path: Path):
     assert "71.50 ± 0.71" in html
     assert "image.finetune.seeds" in html  # the parameter that differs from conf/base
     assert "fine-tuning (finetune) was not run for image" in html
+
+
+def test_a_partial_run_reports_its_lane_and_names_the_missing_ones(tmp_path: Path):
+    """After `kedro run --namespaces image` the other lanes' files are missing (they load as
+    None): the report covers image and says how to produce speech and text."""
+    out = tmp_path / "08_reporting"
+    datasets = _inputs("image", "data2vec")
+    methods = ("data2vec",)
+    for m in ("speech", "text"):
+        for name in create_pipeline(modalities=(m,), pretrained_methods=methods).inputs():
+            if name.startswith(f"{m}."):
+                datasets[name] = None
+    catalog = DataCatalog(
+        {
+            **{k: MemoryDataset(v) for k, v in datasets.items()},
+            "report_html": TextDataset(str(out / "report.html")),
+            "report_md": TextDataset(str(out / "report.md")),
+            "report_metrics": JSONDataset(str(out / "metrics.json")),
+            "report_figures": FiguresDataset(str(out / "figures")),
+            "label_efficiency": CSVDataset(str(out / "label_efficiency.csv")),
+        }
+    )
+    SequentialRunner().run(create_pipeline(pretrained_methods=methods), catalog)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "<h1>data2vec vs baselines — images (speech, text not run) — SMOKE RUN" in html
+    assert "`kedro run --env smoke --namespaces speech,text`" in html
+    assert 'id="results-image"' in html and 'id="results-speech"' not in html
+    assert set(json.loads((out / "metrics.json").read_text())) == {"image"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -10,12 +10,14 @@ from matplotlib.figure import Figure
 
 from d2v_pipeline.reporting import (
     Document,
+    ModalityInputs,
     ReportInputs,
     ReportSummary,
     build_document,
     build_figures,
     gather_inputs,
     label_efficiency_table,
+    lane_inputs,
     metrics_dict,
     report_config_from_dict,
     summarise_report,
@@ -24,8 +26,25 @@ from d2v_pipeline.reporting import (
 )
 
 
+def lane_bundler(modality: str) -> Callable[..., ModalityInputs]:
+    """The node function that validates one lane's datasets into one bundle.
+
+    Its keyword arguments are the lane's dataset names with ``__`` for ``.``
+    (``data2vec__pretrain_meta`` for ``<m>.data2vec.pretrain_meta``); missing files arrive
+    as ``None``, and the lane counts as run when its eval_metrics exist.
+    """
+
+    def bundle(**datasets: Any) -> ModalityInputs:
+        return lane_inputs(modality, {k.replace("__", "."): v for k, v in datasets.items()})
+
+    bundle.__name__ = bundle.__qualname__ = f"bundle_{modality}_report_inputs"
+    bundle.__doc__ = f"Validate the {modality} lane's report inputs into one bundle."
+    return bundle
+
+
 def gather_report_inputs(**datasets: Any) -> ReportInputs:
-    """Validate every input dataset (keyed by its catalog name) into one ReportInputs.
+    """Join the lane bundles (``<m>.report_inputs``) and the global inputs into one
+    ReportInputs; lanes without eval_metrics are listed as missing.
 
     The current git commit is recorded here, at report time, next to the commits that the
     pretraining runs recorded in their metadata.

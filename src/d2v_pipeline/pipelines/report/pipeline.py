@@ -1,8 +1,14 @@
-"""Report pipeline: gather and validate -> summarise -> figures -> document -> HTML/Markdown.
+"""Report pipeline: one bundle per lane -> gather -> summarise -> figures -> document ->
+HTML/Markdown.
 
-It reads the per-modality outputs of ingest, pretrain and finetune by their catalog names
-(``image.eval_metrics``, ``image.data2vec.pretrain_history``, ...), so it must list the
-modalities and pretrained methods whose outputs exist; the report itself derives the
+Each lane's datasets (``image.eval_metrics``, ``image.data2vec.pretrain_history``, ...) go
+into one node in the lane's namespace (``image.report_bundle``) that validates them into one
+in-memory dataset (``image_report_inputs``: no dot, since the top-level gather node reads it
+and Kedro reserves dotted names for a namespace's own nodes), so Kedro-Viz shows one input
+per lane into the report. A missing file loads as ``None``; a lane whose eval_metrics are
+missing is reported as not run (with the command that produces it), so a report after
+``kedro run --namespaces image`` covers the image lane. The pipeline must list the
+modalities and pretrained methods whose outputs may exist; the report itself derives the
 methods it shows from the tables.
 """
 
@@ -17,6 +23,7 @@ from .nodes import (
     build_report_figures,
     compose_report,
     gather_report_inputs,
+    lane_bundler,
     render_report_html,
     render_report_markdown,
     summarise_results,
@@ -29,20 +36,43 @@ MODALITY_INPUTS = (
     "eval_details",
     "finetune_curves",
     "feature_projection",
+    "test_predictions",
 )
 RUN_INPUTS = ("pretrain_history", "pretrain_meta")
-GLOBAL_INPUTS = ("parameters", "base_parameters", "node_timings", "time_to_accuracy")
+GLOBAL_INPUTS = ("parameters", "base_parameters", "node_timings", "time_to_accuracy", "run_info")
+LANE_BUNDLE = "report_inputs"
+
+
+def lane_input_names(pretrained_methods: Sequence[str] = PRETRAINED_METHODS) -> list[str]:
+    """Names of one lane's report inputs, inside its namespace (``eval_metrics``,
+    ``data2vec.pretrain_meta``, ...)."""
+    runs = [f"{method}.{d}" for method in pretrained_methods for d in RUN_INPUTS]
+    return [*MODALITY_INPUTS, *runs]
 
 
 def report_input_names(
     modalities: Sequence[str] = MODALITIES, pretrained_methods: Sequence[str] = PRETRAINED_METHODS
 ) -> list[str]:
     """Catalog names of every dataset the report reads."""
-    names = [f"{m}.{d}" for m in modalities for d in MODALITY_INPUTS]
-    names += [
-        f"{m}.{method}.{d}" for m in modalities for method in pretrained_methods for d in RUN_INPUTS
-    ]
-    return names + list(GLOBAL_INPUTS)
+    lanes = [f"{m}.{d}" for m in modalities for d in lane_input_names(pretrained_methods)]
+    return lanes + list(GLOBAL_INPUTS)
+
+
+def bundle_name(modality: str) -> str:
+    """The catalog name of a lane's bundle: ``image_report_inputs``."""
+    return f"{modality}_{LANE_BUNDLE}"
+
+
+def lane_bundle_node(modality: str, pretrained_methods: Sequence[str]) -> Node:
+    """``<m>.report_bundle``: the lane's datasets -> ``<m>_report_inputs`` (validated)."""
+    names = lane_input_names(pretrained_methods)
+    return Node(
+        lane_bundler(modality),
+        inputs={name.replace(".", "__"): f"{modality}.{name}" for name in names},
+        outputs=bundle_name(modality),
+        name="report_bundle",
+        namespace=modality,
+    )
 
 
 def create_pipeline(
@@ -50,13 +80,15 @@ def create_pipeline(
     pretrained_methods: Sequence[str] = PRETRAINED_METHODS,
     **kwargs,
 ) -> Pipeline:
-    """The ``report`` pipeline (not namespaced: it joins the three modality lanes)."""
-    inputs = {name: name for name in report_input_names(modalities, pretrained_methods)}
+    """The ``report`` pipeline: a bundle node in each lane, then nodes that join the lanes."""
+    # gather_report_inputs takes the bundles by their lane-qualified keyword (image.report_inputs)
+    bundles = {f"{m}.{LANE_BUNDLE}": bundle_name(m) for m in modalities}
     return Pipeline(
         [
+            *(lane_bundle_node(m, pretrained_methods) for m in modalities),
             Node(
                 gather_report_inputs,
-                inputs=inputs,
+                inputs={**bundles, **{name: name for name in GLOBAL_INPUTS}},
                 outputs="report_inputs",
                 name="report.gather_inputs",
             ),
