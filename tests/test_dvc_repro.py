@@ -25,6 +25,7 @@ from d2v_pipeline import dvc_sync
 pytestmark = pytest.mark.slow  # minutes, not seconds: deselect with -m "not slow"
 
 MODALITIES = ("image", "speech", "text")
+SMOKE = "data/smoke"  # conf/smoke/globals.yml data_root: every smoke stage writes here
 RAN = re.compile(r"Running stage '([^']+)'")
 CMD = re.compile(r"--pipelines (\S+)(?: --namespaces (\S+))?")
 
@@ -57,6 +58,15 @@ def _run(project: Path, *cmd: str, timeout: float = 900) -> subprocess.Completed
 
 def _dvc(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return _run(project, str(Path(sys.executable).parent / "dvc"), *args, timeout=timeout)
+
+
+def _make_run(project: Path) -> subprocess.CompletedProcess:
+    """What `make run` runs (the Makefile's `run` recipe, read below): dvc repro + summary."""
+    return _run(project, sys.executable, "-m", "d2v_pipeline.repro")
+
+
+def _up_to_date(project: Path) -> bool:
+    return "up to date" in _dvc(project, "status").stdout
 
 
 def _ran(proc: subprocess.CompletedProcess) -> set[str]:
@@ -103,7 +113,7 @@ def _set_param(path: Path, dotted: str, value: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory, make_project, project_root):
+def repro(tmp_path_factory, make_project, project_root, track_smoke_results):
     """The smoke project as a git repo with DVC, after one `dvc repro` from scratch."""
     project = make_project(tmp_path_factory.mktemp("dvc") / "project")
     shutil.rmtree(project / "src")
@@ -124,6 +134,7 @@ def repro(tmp_path_factory, make_project, project_root):
     ):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(project_root / name, project / name)
+    track_smoke_results(project)  # commit the smoke metrics/plots as the base ones are
     _run(
         project,
         sys.executable,
@@ -135,40 +146,56 @@ def repro(tmp_path_factory, make_project, project_root):
     _run(project, "git", "init", "-q")
     _run(project, "git", "add", "-A")
     _run(project, "git", "commit", "-qm", "smoke project")
-    proc = _dvc(project, "repro")
+    proc = _make_run(project)
     _run(project, "git", "add", "-A")
     _run(project, "git", "commit", "-qm", "dvc repro")
     return project, proc
+
+
+def test_make_run_goes_through_dvc_repro(project_root):
+    recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", (project_root / "Makefile").read_text(), re.M)
+    assert recipe and "-m d2v_pipeline.repro" in recipe.group(1)
+    assert "kedro run" not in recipe.group(1)
 
 
 def test_repro_from_scratch_runs_every_stage_and_commits_metrics(repro):
     project, proc = repro
     names = _stage_names(project)
     assert _ran(proc) == set(names.values())
-    assert (project / "data/08_reporting/report.html").stat().st_size > 0
+    assert f"ran {len(names)} of {len(names)} stages" in proc.stdout
+    assert f"report written to {SMOKE}/08_reporting/report.html" in proc.stdout
+    assert (project / SMOKE / "08_reporting/report.html").stat().st_size > 0
+    assert _up_to_date(project)  # every output is in the DVC cache
     tracked = _run(project, "git", "ls-files", "data", "dvc.lock").stdout.split()
     # cache: false metrics/plots are really committed (the .gitignore exceptions work) ...
-    assert "data/08_reporting/metrics.json" in tracked
-    assert "data/08_reporting/label_efficiency.csv" in tracked
-    assert "data/07_model_output/image/data2vec/pretrain_history.csv" in tracked
-    # ... and cached outs are not
-    assert "data/06_models/image/data2vec/encoder.safetensors" not in tracked
+    assert f"{SMOKE}/08_reporting/metrics.json" in tracked
+    assert f"{SMOKE}/08_reporting/label_efficiency.csv" in tracked
+    assert f"{SMOKE}/07_model_output/image/data2vec/pretrain_history.csv" in tracked
+    # ... and cached outs are not, nor the run bookkeeping
+    assert f"{SMOKE}/06_models/image/data2vec/encoder.safetensors" not in tracked
+    assert not [p for p in tracked if "09_tracking" in p]
     assert "dvc.lock" in tracked
+    # each stage is its own `kedro run`: the last one (report) started from a clean tree,
+    # since what earlier stages wrote (the data root, dvc.lock) are run outputs
+    info = json.loads((project / SMOKE / "09_tracking/run_info.json").read_text())
+    assert info["command"] == "kedro run --env smoke --pipelines report"
+    assert info["git_clean"] is True and info["git_commit"]
 
 
 def test_second_repro_runs_nothing_despite_run_bookkeeping(repro):
     project, _ = repro
     # what a run leaves behind outside the outs must not make anything stale
-    timings = project / "data/09_tracking/node_timings.json"
+    timings = project / SMOKE / "09_tracking/node_timings.json"
     timings.write_text(json.dumps({"some.node": 1.0}))
     (project / "src/d2v_pipeline/sources/__pycache__").mkdir(exist_ok=True)
     (project / "src/d2v_pipeline/sources/__pycache__/x.cpython-311.pyc").write_bytes(b"x")
-    state = project / "data/06_models/image/data2vec/train_state/extra"
+    state = project / SMOKE / "06_models/image/train_state/data2vec/extra"
     state.mkdir(parents=True, exist_ok=True)
-    proc = _dvc(project, "repro")
+    proc = _make_run(project)
     assert _ran(proc) == set()
     assert "Data and pipelines are up to date" in proc.stdout
-    assert "up to date" in _dvc(project, "status").stdout
+    assert f"nothing changed, all {len(_stage_names(project))} stages are up to date" in proc.stdout
+    assert _up_to_date(project)
 
 
 def test_image_pretrain_experiment_reruns_only_image_downstream_and_report(repro):
@@ -185,9 +212,9 @@ def test_image_pretrain_experiment_reruns_only_image_downstream_and_report(repro
     change = params["conf/base/parameters_pretrain.yml"][key]
     assert (change["old"], change["new"]) == (0.6, 0.5)
     metrics = json.loads(_dvc(project, "metrics", "diff", "--json").stdout)
-    assert metrics["data/08_reporting/metrics.json"]  # the experiment changed some metric
+    assert metrics[f"{SMOKE}/08_reporting/metrics.json"]  # the experiment changed some metric
     plots = json.loads(_dvc(project, "plots", "diff", "--json").stdout)["data"]
-    history = plots["data/07_model_output/image/data2vec/pretrain_history.csv"][0]
+    history = plots[f"{SMOKE}/07_model_output/image/data2vec/pretrain_history.csv"][0]
     assert set(history["revisions"]) == {"HEAD", "workspace"}
     assert "mask_prob" in _dvc(project, "exp", "show", "--no-pager", "--csv").stdout
 
@@ -196,13 +223,14 @@ def test_text_ingest_change_leaves_image_and_speech_alone(repro):
     project, _ = repro
     names = _stage_names(project)
     _set_param(project / "conf/base/parameters_ingest.yml", "text.ingest.seed", "1")
-    proc = _dvc(project, "repro")
+    proc = _make_run(project)
     ran = _ran(proc)
     allowed = {names[(p, "text")] for p in ("ingest", "pretrain", "finetune")}
     assert names[("ingest", "text")] in ran and names[("report", None)] in ran
     assert ran <= allowed | {names[("report", None)]}
     untouched = {names[(p, m)] for p in ("ingest", "pretrain", "finetune") for m in MODALITIES}
     assert not ran & (untouched - allowed)
+    assert _up_to_date(project)
 
 
 def test_push_then_pull_restores_every_artefact_byte_for_byte(repro):
