@@ -180,3 +180,14 @@ def version_smoke_results(project: Path, env: str = "smoke") -> list[str]:
 def track_smoke_results():
     """``track_smoke_results(project)``: see :func:`version_smoke_results`."""
     return version_smoke_results
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, make_git_project, kedro_cli, git_cli, data_root_of):
+    """One real `kedro run --env smoke` (every lane, then the report) in a git snapshot of
+    the project, shared by the end-to-end and browser tests: (project, kedro process, smoke
+    data root, `git status` right after the run)."""
+    project = make_git_project(tmp_path_factory.mktemp("e2e") / "project")
+    proc = kedro_cli(project, "run", "--env", "smoke", timeout=900)
+    status = git_cli(project, "status", "--porcelain", "--ignored", "--untracked-files=all")
+    return project, proc, data_root_of(project, "smoke"), status.splitlines()

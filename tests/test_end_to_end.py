@@ -33,15 +33,6 @@ class _ExternalRefs(HTMLParser):
                 self.external.append(f"<{tag} {name}={value}>")
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, make_git_project, kedro_cli, git_cli, data_root_of):
-    """(project, kedro process, smoke data root, `git status` right after the run)."""
-    project = make_git_project(tmp_path_factory.mktemp("e2e") / "project")
-    proc = kedro_cli(project, "run", "--env", "smoke", timeout=900)
-    status = git_cli(project, "status", "--porcelain", "--ignored", "--untracked-files=all")
-    return project, proc, data_root_of(project, "smoke"), status.splitlines()
-
-
 def test_smoke_run_leaves_the_git_tree_clean(smoke_run):
     """Nothing tracked changes, nothing new appears, and every ignored file the run wrote
     is under the smoke data root (Kedro-Viz's own dataset stats aside)."""

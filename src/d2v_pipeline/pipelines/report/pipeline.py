@@ -18,6 +18,14 @@ from collections.abc import Sequence
 
 from kedro.pipeline import Node, Pipeline
 
+from d2v_pipeline.reporting.inputs import (
+    GLOBAL_DATASETS,
+    LANE_BUNDLE,
+    MODALITY_DATASETS,
+    MODALITY_ORDER,
+    RUN_DATASETS,
+)
+
 from ..pretrain.pipeline import PRETRAINED_METHODS
 from .nodes import (
     build_report_figures,
@@ -29,18 +37,11 @@ from .nodes import (
     summarise_results,
 )
 
-MODALITIES = ("image", "speech", "text")
-MODALITY_INPUTS = (
-    "dataset_summary",
-    "eval_metrics",
-    "eval_details",
-    "finetune_curves",
-    "feature_projection",
-    "test_predictions",
-)
-RUN_INPUTS = ("pretrain_history", "pretrain_meta")
-GLOBAL_INPUTS = ("parameters", "base_parameters", "node_timings", "time_to_accuracy", "run_info")
-LANE_BUNDLE = "report_inputs"
+# the dataset names come from the report's input contract (reporting/inputs.py), once
+MODALITIES = MODALITY_ORDER
+MODALITY_INPUTS = MODALITY_DATASETS
+RUN_INPUTS = RUN_DATASETS
+GLOBAL_INPUTS = GLOBAL_DATASETS
 
 
 def lane_input_names(pretrained_methods: Sequence[str] = PRETRAINED_METHODS) -> list[str]:
