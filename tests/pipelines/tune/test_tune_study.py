@@ -22,9 +22,10 @@ from tune_helpers import PROJECT_ROOT
 
 from d2v_pipeline.datasets import YAMLDataset
 from d2v_pipeline.pipelines.pretrain.nodes import _configs
+from d2v_pipeline.pipelines.tune.config import TuneConfigError
 from d2v_pipeline.pipelines.tune.nodes import export_tuning_results, run_tuning_study
+from d2v_pipeline.pipelines.tune.storage import open_storage
 from d2v_pipeline.settings import CONFIG_LOADER_ARGS
-from d2v_pipeline.tuning import TuneConfigError, open_storage
 
 WORKER = Path(__file__).with_name("tune_worker.py")
 

@@ -1,8 +1,9 @@
 """Tune nodes: catalog inputs -> an Optuna study over data2vec's knobs -> tables, YAML, figures.
 
-The Optuna logic lives in :mod:`d2v_pipeline.tuning`; these nodes only turn parameters and
-ingested data into its inputs, reusing the pretrain nodes' params -> configs helper so a trial
-builds exactly the encoder and method the pretrain pipeline would.
+The Optuna logic lives in this package's modules (config, knobs, probe, storage, study,
+export); these nodes only turn parameters and ingested data into their inputs, reusing the
+pretrain nodes' params -> configs helper so a trial builds exactly the encoder and method the
+pretrain pipeline would.
 """
 
 from __future__ import annotations
@@ -17,67 +18,25 @@ from typing import Any
 import pandas as pd
 import torch
 
-from d2v_pipeline.data2vec import config as cfgs
 from d2v_pipeline.experiment import pretraining_data
 from d2v_pipeline.pipelines.finetune.nodes import subset_indices
 from d2v_pipeline.pipelines.pretrain.nodes import _configs
-from d2v_pipeline.tuning import (
-    SPACE_KEYS,
-    TrialContext,
-    TuneConfig,
-    best_params_document,
-    check_setup,
-    default_knobs,
-    describe_storage,
-    make_probe_data,
-    open_study,
-    run_study,
-    study_figures,
-    study_summary,
-    trial_pretrain_params,
-    trials_table,
-    tune_config_from_dict,
-)
+
+from .config import TuneConfig, tune_config_from_dict
+from .export import study_figures, study_summary, trials_table
+from .knobs import best_params_document, default_knobs, trial_pretrain_params
+from .probe import make_probe_data
+from .storage import describe_storage
+from .study import TrialContext, check_setup, open_study, run_study, study_setup
 
 log = logging.getLogger(__name__)
-
-# Train keys that do not change what a trial learns (speed, bookkeeping, hardware): workers
-# on different machines may differ in them and still share one study.
-_NEUTRAL_TRAIN_KEYS = ("threads", "device", "log_every", "checkpoint_every")
-
-
-def _setup(
-    cfg: TuneConfig,
-    dataset_info: Mapping[str, Any],
-    configs: tuple[Any, Any, Any],
-    trial_train: Any,
-) -> dict[str, Any]:
-    """The study's identity: budget, probe and search space, the data, and the configs a
-    trial trains with except the searched knobs and settings that change no result."""
-    enc, method, train = configs
-    method_d = cfgs.config_to_dict(method)
-    for knob in ("ema_decay", "ema_end_decay", "top_k"):
-        method_d.pop(knob, None)
-    method_d.get("mask", {}).pop("mask_prob", None)
-    train_d = {
-        k: v for k, v in cfgs.config_to_dict(trial_train).items() if k not in _NEUTRAL_TRAIN_KEYS
-    }
-    if cfg.search_space.get("lr") is not None:
-        train_d.pop("lr", None)
-    return {
-        **cfg.setup(),
-        "modality": dataset_info["modality"],
-        "data_hash": dataset_info.get("content_hash"),
-        "full_run_steps": train.steps,
-        "encoder": cfgs.config_to_dict(enc),
-        "method": method_d,
-        "trial_train": train_d,
-    }
 
 
 def _base(
     dataset_info: Mapping[str, Any], pretrain_params: Mapping[str, Any], tune_params: Any
 ) -> tuple[TuneConfig, Any, dict[str, Any], tuple[Any, Any, Any]]:
+    """What both nodes start from: the validated tune config, the params -> (encoder, method,
+    train) configs builder, the default knobs and the full run's configs."""
     modality = dataset_info["modality"]
     cfg = tune_config_from_dict(modality, tune_params)
     build = partial(_configs, "data2vec", dataset_info)
@@ -123,7 +82,7 @@ def run_tuning_study(
     trial_params = trial_pretrain_params(
         pretrain_params, defaults, cfg, train.steps, method.ema_anneal_end_step
     )
-    setup = _setup(cfg, dataset_info, (enc, method, train), build(trial_params)[2])
+    setup = study_setup(cfg, dataset_info, (enc, method, train), build(trial_params)[2])
     where = describe_storage(cfg.storage, study_dir)
     study, storage, lock_base = open_study(cfg, study_dir)
     check_setup(study, setup, where)
@@ -173,7 +132,7 @@ def export_tuning_results(
     """
     cfg, _, defaults, (_, _, train) = _base(dataset_info, pretrain_params, tune_params)
     study, _, _ = open_study(cfg, study_dir)
-    tuned = [k for k in SPACE_KEYS if cfg.search_space.get(k) is not None]
+    tuned = cfg.searched()
     summary = study_summary(
         study, cfg, defaults, train.steps, describe_storage(cfg.storage, study_dir)
     )
