@@ -21,6 +21,7 @@ import base64
 import copy
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -32,7 +33,25 @@ import yaml
 from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, JSONPreview, TablePreview
 
-from d2v_pipeline.io import _UMASK, atomic_path, atomic_write
+from d2v_pipeline.io import (
+    _UMASK,
+    CONTENT_HASH_KEY,
+    DamagedFileError,
+    EncoderWeights,
+    atomic_write,
+    check_table_rows,
+    read_safetensors,
+    write_safetensors,
+)
+
+log = logging.getLogger(__name__)
+
+_REBUILD = "re-run the pipeline that writes it"
+
+
+class DamagedArtefactError(DatasetError):
+    """An artefact file is unreadable, cut short or changed since it was written; the
+    message names the file and the command that rebuilds it."""
 
 
 class _LocalFileDataset(AbstractDataset):
@@ -84,24 +103,78 @@ class _OptionalFileDataset(_LocalFileDataset):
 
 
 class TensorDictDataset(_LocalFileDataset):
-    """A ``dict[str, torch.Tensor]`` stored as one safetensors file (no pickle involved)."""
+    """A ``dict[str, torch.Tensor]`` stored as one safetensors file (no pickle involved).
+
+    The header records the tensors' ``content_sha256`` and every load checks it (files
+    written before that field existed load unchecked). A file that is unreadable or no longer
+    matches its hash is refused with a :class:`DamagedArtefactError` naming the file and
+    ``rebuild``, the command that writes it again.
+    """
+
+    def __init__(
+        self,
+        filepath: str,
+        rebuild: str = _REBUILD,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(filepath, metadata)
+        self._rebuild = rebuild
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "rebuild": self._rebuild}
+
+    def _read(self) -> tuple[dict[str, Any], dict[str, str]]:
+        path = self._require()
+        try:
+            return read_safetensors(path)
+        except DamagedFileError as err:
+            raise DamagedArtefactError(f"{err}. Rebuild it: {self._rebuild}") from err
 
     def load(self) -> dict[str, Any]:
-        from safetensors.torch import load_file
+        return self._read()[0]
 
-        return load_file(str(self._require()))
-
-    def save(self, data: dict[str, Any]) -> None:
+    def _check(self, data: Any) -> dict[str, Any]:
         import torch
-        from safetensors.torch import save_file
 
         if not isinstance(data, dict) or not all(
             isinstance(v, torch.Tensor) for v in data.values()
         ):
             raise DatasetError(f"{self._filepath}: expected a dict of torch tensors")
-        tensors = {k: v.detach().contiguous().cpu() for k, v in data.items()}
-        with atomic_path(self._filepath) as tmp:
-            save_file(tensors, str(tmp))
+        return data
+
+    def save(self, data: dict[str, Any]) -> None:
+        write_safetensors(self._filepath, self._check(data))
+
+
+class EncoderDataset(TensorDictDataset):
+    """An encoder's weights as a self-describing, hash-checked safetensors file.
+
+    Saving an :class:`~d2v_pipeline.io.EncoderWeights` writes its ``header`` (modality, method,
+    ``encoder_config`` JSON, format version; see :func:`~d2v_pipeline.io.encoder_header`) next
+    to the tensors' ``content_sha256``, so a plain safetensors reader has what it needs to
+    rebuild the model. Loading returns ``EncoderWeights`` (``.header``, ``.path``) after
+    checking the hash; a file without one (written by an older version) loads with a warning.
+    ``rebuild`` is the remedy a damaged file's error names, e.g. ``kedro run --namespaces
+    image --pipelines pretrain`` (the catalog fills in the namespace), which rewrites the
+    encoder from the finished training state in seconds.
+    """
+
+    def load(self) -> EncoderWeights:
+        tensors, header = self._read()
+        if CONTENT_HASH_KEY not in header:
+            log.warning(
+                "%s has no %s in its header (written before encoders recorded one): loading "
+                "it unchecked; %s to add it",
+                self._filepath,
+                CONTENT_HASH_KEY,
+                self._rebuild,
+            )
+        return EncoderWeights(tensors, header, self._filepath)
+
+    def save(self, data: dict[str, Any]) -> None:
+        header = dict(getattr(data, "header", None) or {})
+        header.pop(CONTENT_HASH_KEY, None)  # recomputed from the tensors being written
+        write_safetensors(self._filepath, self._check(data), header)
 
 
 class JSONDataset(_OptionalFileDataset):
@@ -114,8 +187,14 @@ class JSONDataset(_OptionalFileDataset):
     def load(self) -> Any:
         if self._absent():
             return copy.deepcopy(self._default)
-        with open(self._require(), encoding="utf-8") as fh:
-            return json.load(fh)
+        path = self._require()
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DamagedArtefactError(
+                f"{path} is not valid JSON ({err}): cut short or edited. Rebuild it: {_REBUILD}"
+            ) from err
 
     def save(self, data: Any) -> None:
         atomic_write(self._filepath, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -160,7 +239,18 @@ class CSVDataset(_OptionalFileDataset):
     def load(self) -> pd.DataFrame | Any:
         if self._absent():
             return copy.deepcopy(self._default)
-        return pd.read_csv(self._require(), keep_default_na=False, na_values=[""])
+        path = self._require()
+        content = path.read_bytes()
+        try:
+            text = content.decode("utf-8")
+            if content and not content.endswith(b"\n"):  # to_csv ends every row with one
+                raise ValueError(f"{path}: the last line has no newline")
+            check_table_rows(path, text)
+        except (UnicodeDecodeError, ValueError) as err:
+            raise DamagedArtefactError(
+                f"{path} looks cut short or edited ({err}). Rebuild it: {_REBUILD}"
+            ) from err
+        return pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
 
     def save(self, data: pd.DataFrame) -> None:
         if not isinstance(data, pd.DataFrame):

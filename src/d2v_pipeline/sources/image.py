@@ -7,13 +7,18 @@ No Kedro import here (design.md: sources are plain readers).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from d2v_pipeline.sources.labels import check_classes
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,8 @@ class ImageData:
         labels: int64 (N,), class ids 0..len(class_names)-1.
         class_names: name of each class id.
         source: where the images came from (for dataset_info / provenance).
+        suspect_labels: classes that look like a typo of another class
+            (:func:`d2v_pipeline.sources.labels.suspect_labels`), for the dataset summary.
     """
 
     images: np.ndarray
@@ -38,6 +45,7 @@ class ImageData:
     class_names: list[str]
     source: str
     modality: str = "image"
+    suspect_labels: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def groups(self) -> None:
@@ -50,7 +58,13 @@ class ImageData:
     def take(self, indices: Sequence[int] | np.ndarray) -> ImageData:
         """A subset in the given order (used for stratified subsampling)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return ImageData(self.images[idx], self.labels[idx], list(self.class_names), self.source)
+        return ImageData(
+            self.images[idx],
+            self.labels[idx],
+            list(self.class_names),
+            self.source,
+            suspect_labels=list(self.suspect_labels),
+        )
 
 
 def package_file(package: str, relpath: Path) -> Path:
@@ -157,6 +171,55 @@ def _class_sort_key(name: str) -> tuple[int, int | str]:
     return (0, int(name)) if name.isdigit() else (1, name)
 
 
+# The IEND chunk that closes every PNG (length 0, type, CRC); Pillow decodes the pixels
+# without reading it, so a file cut inside its last bytes would otherwise pass.
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+@contextlib.contextmanager
+def _refuse_truncated_images() -> Iterator[None]:
+    """Pillow's LOAD_TRUNCATED_IMAGES pads a cut image with grey; another library may have
+    switched it on process-wide. Off while our reader runs, restored afterwards."""
+    from PIL import ImageFile
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+def read_image_file(file: Path) -> Any:
+    """Decode one image completely (a PIL image), or raise ValueError naming the file.
+
+    Refused: an empty file, a file Pillow cannot identify, and an image that decodes only
+    partly (a cut download): Pillow's own check, plus for PNG every chunk's CRC and the
+    closing IEND chunk.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    raw = file.read_bytes()
+    if not raw:
+        raise ValueError(f"{file}: file is empty (0 bytes); replace it or delete it")
+    try:
+        with _refuse_truncated_images():
+            with Image.open(io.BytesIO(raw)) as img:
+                img.load()
+                image = img.copy()
+                fmt = img.format
+            if fmt == "PNG":
+                with Image.open(io.BytesIO(raw)) as img:
+                    img.verify()  # chunk CRCs: a flipped byte in the pixel data is caught
+                if raw.rfind(_PNG_END) < 0:
+                    raise OSError("truncated PNG file (no IEND chunk at the end)")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(
+            f"{file}: not a readable image ({exc}); replace it (a cut download?) or delete it"
+        ) from exc
+    return image
+
+
 def read_image_folder(root: str | Path, channels: str | int = "auto") -> ImageData:
     """Read ``root/<label>/<file>.png`` (also .jpg/.jpeg/.bmp) into one array.
 
@@ -164,10 +227,11 @@ def read_image_folder(root: str | Path, channels: str | int = "auto") -> ImageDa
         root: folder with one sub-folder per class; hidden entries are ignored.
         channels: 1 (grayscale), 3 (RGB) or "auto" (1 if every image is grayscale, else 3).
 
-    All images must share one size (no silent resizing: that would change the task).
+    All images must share one size (no silent resizing: that would change the task). Every
+    image must decode completely (:func:`read_image_file`); a class folder with no image or a
+    single one is an error; a folder name that looks like a typo of another is a warning and
+    is listed in ``suspect_labels``.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder does not exist")
@@ -180,7 +244,7 @@ def read_image_folder(root: str | Path, channels: str | int = "auto") -> ImageDa
     if channels not in ("auto", 1, 3):
         raise ValueError(f"channels must be 'auto', 1 or 3, got {channels!r}")
 
-    loaded: list[tuple[Path, Image.Image, int]] = []
+    loaded: list[tuple[Path, Any, int]] = []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(
             p
@@ -189,16 +253,19 @@ def read_image_folder(root: str | Path, channels: str | int = "auto") -> ImageDa
         )
         if not files:
             raise ValueError(
-                f"{class_dir}: class folder has no images ({', '.join(IMAGE_SUFFIXES)})"
+                f"{class_dir}: class folder has no images ({', '.join(IMAGE_SUFFIXES)}); "
+                "add images or remove the folder"
             )
         for file in files:
-            try:
-                with Image.open(file) as img:
-                    img.load()
-                    loaded.append((file, img.copy(), label))
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                raise ValueError(f"{file}: not a readable image ({exc})") from exc
+            loaded.append((file, read_image_file(file), label))
 
+    labels_array = np.asarray([label for _, _, label in loaded], dtype=np.int64)
+    suspects = check_classes(
+        [p.name for p in class_dirs],
+        labels_array,
+        where=lambda c: str(class_dirs[c]),
+        remedy="Add images to that folder, or move the image into the folder of its class.",
+    )
     grey_modes = {"1", "L", "LA", "I", "I;16", "F"}
     if channels == "auto":
         channels = 1 if all(img.mode in grey_modes for _, img, _ in loaded) else 3
@@ -221,4 +288,5 @@ def read_image_folder(root: str | Path, channels: str | int = "auto") -> ImageDa
         np.asarray(labels, dtype=np.int64),
         [p.name for p in class_dirs],
         f"folder:{root}",
+        suspect_labels=suspects,
     )

@@ -37,13 +37,14 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
 from d2v_pipeline.io import atomic_path, atomic_write, sha256_bytes
+from d2v_pipeline.sources.labels import check_classes
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class SpeechData:
         labels: int64 (N,) word ids 0..len(class_names)-1.
         speakers: int64 (N,) speaker ids 0..len(speaker_names)-1.
         sample_rate: samples per second of ``audio``.
+        suspect_labels: word folders that look like a typo of another word
+            (:func:`d2v_pipeline.sources.labels.suspect_labels`), for the dataset summary.
     """
 
     audio: np.ndarray
@@ -89,6 +92,7 @@ class SpeechData:
     sample_rate: int
     source: str
     modality: str = "speech"
+    suspect_labels: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def groups(self) -> np.ndarray:
@@ -109,6 +113,7 @@ class SpeechData:
             list(self.speaker_names),
             self.sample_rate,
             self.source,
+            suspect_labels=list(self.suspect_labels),
         )
 
 
@@ -577,20 +582,67 @@ _SPEECH_COMMANDS_NAME = re.compile(r"^(?P<speaker>[^_]+)_nohash_\d+$")
 _WAV_FORMATS = {"WAV", "WAVEX", "RF64"}
 
 
+def wav_declared_frames(path: Path) -> int | None:
+    """The frame count a RIFF/RF64 WAV header declares (data chunk size / block align).
+
+    libsndfile quietly reports the frames the file really holds, so a cut file would read as
+    a shorter clip (then zero-padded into a silent tail); this reads the header's own claim
+    to compare. None when the header does not commit to a size (a streamed WAV's data size
+    of 0 or 0xFFFFFFFF). Raises ValueError naming the file when the header is unreadable.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX", b"RF64", b"BW64"):
+            raise ValueError(f"{path}: not a WAV file (starts with {head[:4]!r}, not b'RIFF')")
+        if head[8:12] != b"WAVE":
+            raise ValueError(f"{path}: RIFF file of type {head[8:12]!r}, not b'WAVE'")
+        order = ">" if head[:4] == b"RIFX" else "<"
+        block_align, ds64_data_size = None, None
+        while True:
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                raise ValueError(f"{path}: WAV header has no 'data' chunk (file cut short?)")
+            kind, size = chunk[:4], struct.unpack(f"{order}I", chunk[4:])[0]
+            if kind == b"data":
+                if size == 0xFFFFFFFF and ds64_data_size is not None:  # RF64: size in ds64
+                    size = ds64_data_size
+                if not block_align:
+                    raise ValueError(f"{path}: WAV header has no 'fmt ' chunk before its data")
+                return None if size in (0, 0xFFFFFFFF) else size // block_align
+            body = fh.read(size + size % 2)  # chunks are padded to an even size
+            if kind == b"fmt " and len(body) >= 14:
+                block_align = struct.unpack(f"{order}H", body[12:14])[0]
+            elif kind == b"ds64" and len(body) >= 16:
+                ds64_data_size = struct.unpack("<Q", body[8:16])[0]
+
+
 def read_wav(path: Path, sample_rate: int, clip_samples: int) -> np.ndarray:
-    """One WAV file as float32 mono at ``sample_rate``, centre-cropped or end-padded."""
+    """One WAV file as float32 mono at ``sample_rate``, centre-cropped or end-padded.
+
+    The frames read must equal the frames the header declares: a cut file (a truncated
+    download) is an error naming the file and both counts, never a clip with a silent tail.
+    """
     import soundfile as sf
     from scipy.signal import resample_poly
 
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: file is empty (0 bytes); replace it or delete it")
     try:
         info = sf.info(str(path))
         if info.format not in _WAV_FORMATS:
             raise ValueError(f"{path}: is a {info.format} file, not WAV")
+        declared = wav_declared_frames(path)
         x, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except ValueError:
         raise
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError for corrupt files
         raise ValueError(f"{path}: not a readable WAV file ({exc})") from exc
+    if declared is not None and x.shape[0] != declared:
+        raise ValueError(
+            f"{path}: the WAV header declares {declared} frames but the file holds "
+            f"{x.shape[0]} (cut short: an interrupted download or copy?); replace the file "
+            "or delete it"
+        )
     if x.shape[0] == 0:
         raise ValueError(f"{path}: WAV file has no samples")
     x = x.mean(axis=1)  # downmix to mono
@@ -627,12 +679,20 @@ def read_wav_folder(
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
         if not files:
-            raise ValueError(f"{class_dir}: class folder has no .wav files")
+            raise ValueError(
+                f"{class_dir}: class folder has no .wav files; add clips or remove the folder"
+            )
         for file in files:
             clips.append(read_wav(file, sample_rate, clip_samples))
             labels.append(label)
             match = _SPEECH_COMMANDS_NAME.match(file.stem)
             speaker_keys.append(match["speaker"] if match else f"{class_dir.name}/{file.stem}")
+    suspects = check_classes(
+        [p.name for p in class_dirs],
+        np.asarray(labels, dtype=np.int64),
+        where=lambda c: str(class_dirs[c]),
+        remedy="Add clips to that folder, or move the clip into the folder of its word.",
+    )
     speaker_names = sorted(set(speaker_keys))
     speaker_id = {name: i for i, name in enumerate(speaker_names)}
     log.info(
@@ -650,6 +710,7 @@ def read_wav_folder(
         speaker_names=speaker_names,
         sample_rate=sample_rate,
         source=f"wav_folder:{root}",
+        suspect_labels=suspects,
     )
 
 

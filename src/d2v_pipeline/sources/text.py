@@ -19,11 +19,13 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from d2v_pipeline.io import check_table_rows
 from d2v_pipeline.sources.image import package_file
+from d2v_pipeline.sources.labels import check_classes
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -45,6 +47,8 @@ class TextData:
     source: str
     unlabelled: list[str] = field(default_factory=list)
     modality: str = "text"
+    # labels that look like a typo of another (sources.labels.suspect_labels), for the summary
+    suspect_labels: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def groups(self) -> None:
@@ -63,6 +67,7 @@ class TextData:
             list(self.class_names),
             self.source,
             list(self.unlabelled),
+            suspect_labels=list(self.suspect_labels),
         )
 
 
@@ -172,7 +177,10 @@ def read_text_table(
         sep: field separator; None picks a tab for ``.tsv`` files and a comma otherwise.
 
     Labels are mapped to ids in sorted order (numerically when every label is an integer),
-    so SST-2's 0/1 stay 0/1. Empty texts are skipped (logged); an empty label is an error.
+    so SST-2's 0/1 stay 0/1. Empty texts are skipped (logged); an empty label, a row with
+    fewer or more fields than the header (a row cut short) and a label with a single text are
+    errors; a label that looks like a typo of another is a warning and listed in
+    ``suspect_labels``.
     """
     import pandas as pd
 
@@ -186,6 +194,7 @@ def read_text_table(
         raise ValueError(f"{path}: file is empty")
     # TSVs like SST-2 contain unbalanced quotes inside sentences: read them verbatim
     quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    check_table_rows(path, content, sep=sep, quoting=quoting)
     try:
         frame = pd.read_csv(
             io.StringIO(content), sep=sep, dtype=str, keep_default_na=False, quoting=quoting
@@ -213,7 +222,16 @@ def read_text_table(
     keep_texts, keep_labels = _drop_empty_and_duplicates(
         texts, [ids.get(lab, -1) for lab in raw_labels], path, drop_duplicates
     )
-    return TextData(keep_texts, np.asarray(keep_labels, dtype=np.int64), names, f"table:{path}")
+    labels = np.asarray(keep_labels, dtype=np.int64)
+
+    def where(c: int) -> str:
+        row = next(i for i, lab in enumerate(raw_labels) if lab == names[c])
+        return f"{path}: {label_column} {names[c]!r} (first in data row {row})"
+
+    suspects = check_classes(
+        names, labels, where, remedy="Add texts with that label, or fix the label."
+    )
+    return TextData(keep_texts, labels, names, f"table:{path}", suspect_labels=suspects)
 
 
 def train_tokenizer(

@@ -41,6 +41,7 @@ from d2v_pipeline.evaluation import (
     raw_features,
     tidy_rows,
 )
+from d2v_pipeline.io import CONTENT_HASH_KEY, tensors_sha256
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,65 @@ def _take(split: tuple, idx: np.ndarray) -> tuple:
 
 
 def _feature_sets(
-    encoder: torch.nn.Module, split: tuple, sets: dict[str, tuple[str, int | None]], pool: str
+    encoder: torch.nn.Module,
+    split: tuple,
+    sets: dict[str, tuple[str, int | None]],
+    pool: str,
+    source: str,
+    split_name: str,
 ) -> dict[str, np.ndarray]:
+    """Features of one split; non-finite values stop here, naming the encoder ``source``."""
     am = split[2] if len(split) == 3 else None
-    return extract_feature_sets(encoder, split[0], am, sets=sets, pool=pool)
+    feats = extract_feature_sets(encoder, split[0], am, sets=sets, pool=pool)
+    for name, values in feats.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            rows = np.unique(np.nonzero(bad)[0])
+            raise FloatingPointError(
+                f"{source}: the encoder's {name} features of the {split_name} split have "
+                f"{int(bad.sum())} NaN/inf values ({len(rows)} of {len(values)} examples, "
+                f"first row {int(rows[0])}); the encoder diverged or its weights are damaged"
+            )
+    return feats
+
+
+def _rebuild_hint(modality: str) -> str:
+    return f"rebuild it: kedro run --namespaces {modality} --pipelines pretrain"
+
+
+def _encoder_source(encoder_state: Any, modality: str, method: str) -> str:
+    """The file the weights came from (the catalog's EncoderDataset records it), for errors."""
+    path = getattr(encoder_state, "path", None)
+    return str(path) if path is not None else f"the {modality}.{method}.encoder weights"
+
+
+def check_encoder_weights(
+    encoder_state: dict[str, torch.Tensor], pretrain_meta: dict[str, Any], source: str
+) -> None:
+    """Refuse weights that cannot give meaningful features, naming ``source``:
+
+    - weights whose content hash differs from the one ``metadata.json`` recorded when they
+      were written (the encoder and its metadata come from different runs);
+    - NaN/inf weights (a diverged run, or a damaged file).
+    """
+    rebuild = _rebuild_hint(str(pretrain_meta.get("modality", "<modality>")))
+    recorded = pretrain_meta.get(CONTENT_HASH_KEY)
+    if recorded is not None:
+        header = getattr(encoder_state, "header", {}) or {}
+        actual = header.get(CONTENT_HASH_KEY) or tensors_sha256(encoder_state)
+        if actual != recorded:
+            raise ValueError(
+                f"{source}: the weights hash to {actual} but its metadata.json records "
+                f"{CONTENT_HASH_KEY} {recorded} (encoder and metadata from different runs); "
+                f"{rebuild}"
+            )
+    bad = [k for k, v in encoder_state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise FloatingPointError(
+            f"{source}: {len(bad)} weight tensor(s) hold NaN/inf values ({', '.join(bad[:5])}"
+            f"{', ...' if len(bad) > 5 else ''}); the pretraining run diverged or the file is "
+            f"damaged: {rebuild}"
+        )
 
 
 def _predictions(
@@ -153,6 +209,8 @@ def evaluate_encoder(
     """
     modality, method = dataset_info["modality"], pretrain_meta["method"]
     num_classes = int(dataset_info["num_classes"])
+    source = _encoder_source(encoder_state, modality, method)
+    check_encoder_weights(encoder_state, pretrain_meta, source)
     encoder = load_encoder(pretrain_meta["config"]["encoder"], encoder_state, modality)
     encoder.eval()
     probe_cfg = dict(params.get("probe", {}))
@@ -167,7 +225,10 @@ def evaluate_encoder(
     probes = {"probe_final": ("final", None), "probe_topk": ("top_k_mean", top_k)}
     sets = {p: spec for p, spec in probes.items() if p in protocols}
     sets["projection"] = ("final", None)  # test-set PCA, same pass
-    per_split = [_feature_sets(encoder, s, sets, pool) for s in (train, val, test)]
+    per_split = [
+        _feature_sets(encoder, split, sets, pool, source, name)
+        for split, name in zip((train, val, test), SPLITS, strict=True)
+    ]
     feats = {p: [f[p] for f in per_split] for p in sets if p != "projection"}
 
     rows: list[dict[str, Any]] = []

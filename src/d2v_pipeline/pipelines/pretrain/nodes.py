@@ -22,7 +22,7 @@ from d2v_pipeline.data2vec.encoders import build_encoder
 from d2v_pipeline.data2vec.models import build_pretrain_model
 from d2v_pipeline.data2vec.train import pretrain
 from d2v_pipeline.experiment import encoder_config, environment, pretraining_data
-from d2v_pipeline.io import sha256_bytes
+from d2v_pipeline.io import EncoderWeights, encoder_header, sha256_bytes, tensors_sha256
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,29 @@ def _configs(
     return enc, method_cfg, train
 
 
+def rebuild_command(modality: str) -> str:
+    """The command that writes a modality's encoders again (from the finished training state,
+    so in seconds): the remedy every damaged-encoder error names."""
+    return f"kedro run --namespaces {modality} --pipelines pretrain"
+
+
+def _encoder_output(
+    state: Mapping[str, torch.Tensor], meta: dict[str, Any], enc_cfg: Any
+) -> EncoderWeights:
+    """The encoder weights with a self-describing header; ``meta`` gets their content hash.
+
+    The tensors are not touched (only described): ``content_sha256`` is
+    :func:`~d2v_pipeline.io.tensors_sha256`, the value the saved file's header records.
+    """
+    modality, method = meta["modality"], meta["method"]
+    header = encoder_header(
+        modality, method, cfgs.config_to_dict(enc_cfg), rebuild_command(modality)
+    )
+    meta["content_sha256"] = tensors_sha256(state)
+    meta["encoder_file"] = {k: v for k, v in header.items() if k != "encoder_config"}
+    return EncoderWeights(state, header)
+
+
 def run_key(*parts: Any) -> str:
     """Short hash of configs + data: a training state is only resumed by the same run."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -132,8 +155,9 @@ def pretrain_encoder(
         method: ``data2vec``, ``data2vec2`` or ``masked_recon``.
 
     Returns:
-        Student encoder weights, metadata (config, seed, data hash, versions, collapse
-        flag, deviations) and the training history table.
+        Student encoder weights (with the header that describes them: modality, method,
+        encoder config), metadata (config, seed, data hash, the weights' ``content_sha256``,
+        versions, collapse flag, deviations) and the training history table.
     """
     modality = dataset_info["modality"]
     enc_cfg, method_cfg, train_cfg = _configs(method, dataset_info, params)
@@ -199,7 +223,7 @@ def pretrain_encoder(
         "environment": environment(),
         "deviations": deviations(method, modality),
     }
-    return result.encoder_state, meta, history
+    return _encoder_output(result.encoder_state, meta, enc_cfg), meta, history
 
 
 def init_scratch_encoder(
@@ -223,4 +247,5 @@ def init_scratch_encoder(
         "environment": environment(),
         "deviations": [],
     }
-    return {k: v.detach().clone() for k, v in encoder.state_dict().items()}, meta
+    state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    return _encoder_output(state, meta, enc_cfg), meta
