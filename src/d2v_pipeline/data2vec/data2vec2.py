@@ -8,8 +8,9 @@ and completed by a light convolutional decoder; the EMA teacher encodes the unma
 once and its targets are shared by the M clones; L2 at masked positions.
 
 The EMA teacher, the schedule, the teacher pass and the targets are v1's code (inherited
-from :class:`~.models.TeacherModel`, and ``top_k_targets``); only which encoder parts are
-copied instead of averaged differs (spec §2).
+from :class:`~.model_base.TeacherModel`, and ``top_k_targets``); only which encoder parts are
+copied instead of averaged differs (spec §2; the modality's ``teacher_copies("data2vec2")``).
+Masks, the decoder's geometry and the CLS token come from the encoder's registered modality.
 The decoder belongs to the pretraining model only: ``encoder.state_dict()`` loads into the
 plain encoder for probes and fine-tuning.
 """
@@ -23,19 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import Data2Vec2Config, DecoderConfig
-from .encoders import Encoder, ImageEncoder, SpeechEncoder, TextEncoder
-from .masking import equal_span_mask, inverse_block_mask, num_kept, random_token_mask
-from .models import TeacherModel
+from .config_base import Data2Vec2Config, DecoderConfig
+from .encoder_base import Encoder
+from .masking import num_kept
+from .model_base import TeacherModel
 from .targets import masked_std, top_k_targets
-
-# spec §2, v2 notes: encoder parts the teacher COPIES from the student each step (exact
-# equality); everything else it owns is averaged. A shared front-end is not in the teacher.
-TEACHER_COPIES: dict[str, tuple[str, ...]] = {
-    "image": (),  # ema_local_encoder: patch embedding, CLS, positions and blocks all averaged
-    "speech": (),  # CNN output shared (teacher_shares_frontend); positional conv averaged
-    "text": ("frontend.", "pos_embed", "embed_norm."),  # ema_encoder_only: blocks averaged
-}
 
 
 class ConvDecoder(nn.Module):
@@ -121,13 +114,13 @@ class Data2Vec2(TeacherModel):
     method = "data2vec2"
 
     def __init__(self, encoder: Encoder, cfg: Data2Vec2Config) -> None:
-        super().__init__(encoder, cfg, copied=TEACHER_COPIES[encoder.modality])
+        super().__init__(encoder, cfg)
         self.top_k = encoder.depth if cfg.top_k is None else cfg.top_k
         if self.top_k > encoder.depth:
             raise ValueError(f"top_k={self.top_k} exceeds encoder depth {encoder.depth}")
-        if cfg.cls_loss > 0 and not isinstance(encoder, ImageEncoder):
+        if cfg.cls_loss > 0 and not self.modality_ops.cls_tokens:
             raise ValueError(f"cls_loss={cfg.cls_loss}: only the image encoder has a CLS token")
-        grid = encoder.cfg.grid if isinstance(encoder, ImageEncoder) else None
+        grid = self.modality_ops.decoder_grid(encoder)
         self.decoder = ConvDecoder(encoder.dim, cfg.decoder, grid)
 
     # ------------------------------------------------------------ targets (spec §1.2, §5.1)
@@ -167,24 +160,9 @@ class Data2Vec2(TeacherModel):
     ) -> Tensor:
         """(B·M, T) bool, True = masked: one independent mask per clone (rows b·M .. b·M+M-1
         are the clones of sample b)."""
-        x, m, enc = batch["x"], self.cfg.clones, self.encoder
-        rows = x.shape[0] * m
-        if isinstance(enc, ImageEncoder):
-            mask = inverse_block_mask(rows, enc.cfg.grid, self.cfg.mask, generator)
-        elif isinstance(enc, SpeechEncoder):
-            mask = equal_span_mask(rows, enc.num_tokens(x.shape[1]), self.cfg.mask, generator)
-        elif isinstance(enc, TextEncoder):
-            am = batch.get("attention_mask")
-            mask = random_token_mask(
-                x.repeat_interleave(m, 0),
-                None if am is None else am.repeat_interleave(m, 0),
-                self.cfg.mask,
-                never_mask=enc.cfg.never_masked_ids,
-                generator=generator,
-            )
-        else:
-            raise TypeError(f"unsupported encoder {type(enc).__name__}")
-        return mask.to(x.device)
+        c = self.cfg
+        mask = self.modality_ops.v2_mask(self.encoder, batch, c.mask, c.clones, generator)
+        return mask.to(batch["x"].device)
 
     # ------------------------------------------------------------ student (spec §5 items 2-4)
     def encode_visible(
@@ -278,7 +256,7 @@ class Data2Vec2(TeacherModel):
     ) -> tuple[Tensor, dict[str, float]]:
         x, am = batch["x"], batch.get("attention_mask")
         feat, padding_mask = self.encoder.embed(x, am)
-        shared = feat.detach() if self.encoder.teacher_shares_frontend else None
+        shared = feat.detach() if self.modality_ops.teacher_shares_frontend else None
         targets = self.compute_targets(x, am, shared)  # once per sample, not per clone
         mask = self.draw_mask(batch, generator)
         visible = self.encode_visible(feat, padding_mask, mask)
@@ -297,15 +275,14 @@ class Data2Vec2(TeacherModel):
         enc, m = self.encoder, self.cfg.clones
         f = enc.flops_per_sample(input_len)
         t = enc.num_tokens(input_len)
-        extra = 1 if isinstance(enc, ImageEncoder) else 0
         k = self.visible_tokens(input_len)
         per_clone = (
             f.get("positions", 0)
-            + enc.transformer.flops_per_sample(k + extra)
+            + enc.transformer.flops_per_sample(k + self.modality_ops.cls_tokens)
             + self.decoder.flops_per_sample(t)
         )
         student = f["frontend"] + m * per_clone
         teacher = f["transformer"] + f.get("positions", 0)
-        if not enc.teacher_shares_frontend:
+        if not self.modality_ops.teacher_shares_frontend:
             teacher += f["frontend"]
         return batch_size * (3 * student + teacher)

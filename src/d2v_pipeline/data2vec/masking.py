@@ -1,4 +1,7 @@
-"""Mask generators (spec §3). Each takes a ``torch.Generator`` so masks are reproducible.
+"""Mask algorithms (spec §3). Each takes a ``torch.Generator`` so masks are reproducible.
+
+A library: which algorithm a modality uses, on which grid, is decided in its modality file
+(:mod:`.modalities`); this module knows no modality.
 
 Per-sample loops (image blocks, speech spans) run in numpy on a generator seeded from the
 torch one: cheap at generation time and outside the autograd hot path.
@@ -8,19 +11,52 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .config import (
-    ImageMask2Config,
-    ImageMaskConfig,
-    SpeechMask2Config,
-    SpeechMaskConfig,
-    TextMask2Config,
-    TextMaskConfig,
-)
+
+# What each algorithm reads from its config: the modality files' mask configs
+# (:mod:`.modalities`) provide these fields; this module imports none of them.
+class BlockMaskSettings(Protocol):
+    mask_prob: float
+    min_num_patches: int
+    max_num_patches: int | None
+    min_aspect: float
+
+
+class SpanMaskSettings(Protocol):
+    mask_prob: float
+    mask_length: int
+    min_masks: int
+    require_same_masks: bool
+
+
+class BertMaskSettings(Protocol):
+    mask_prob: float
+    random_token_prob: float
+    leave_unmasked_prob: float
+
+
+class InverseBlockMaskSettings(Protocol):
+    mask_prob: float
+    block_size: int
+    adjust: float
+
+
+class TokenMaskSettings(Protocol):
+    mask_prob: float
+
+
+@dataclass
+class MaskedBatch:
+    """A v1 / masked-reconstruction batch after masking (spec §3)."""
+
+    student_x: Tensor  # input for the student (text: corrupted ids)
+    mask: Tensor | None  # (B, T) feature-level mask (images, speech); None for text
+    scored: Tensor  # (B, T) positions that enter the loss
 
 
 def _numpy_rng(generator: torch.Generator | None) -> np.random.Generator:
@@ -68,7 +104,7 @@ def _one_block_mask(
 def block_mask(
     batch_size: int,
     grid: tuple[int, int],
-    cfg: ImageMaskConfig,
+    cfg: BlockMaskSettings,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """(B, H·W) bool, True = masked; each row covers at most round(mask_prob·H·W) patches."""
@@ -88,7 +124,7 @@ def block_mask(
 def span_mask(
     batch_size: int,
     num_frames: int,
-    cfg: SpeechMaskConfig,
+    cfg: SpanMaskSettings,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """(B, T) bool span mask after FS ``compute_mask_indices`` (static lengths, no padding).
@@ -131,7 +167,7 @@ class TextMask:
 def bert_mask(
     input_ids: Tensor,
     attention_mask: Tensor | None,
-    cfg: TextMaskConfig,
+    cfg: BertMaskSettings,
     *,
     mask_id: int,
     vocab_size: int,
@@ -205,7 +241,7 @@ def num_kept(num_tokens: int, mask_prob: float) -> int:
 def inverse_block_mask(
     batch_size: int,
     grid: tuple[int, int],
-    cfg: ImageMask2Config,
+    cfg: InverseBlockMaskSettings,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """(B, H·W) bool, True = masked. Spec §3 inverse block mask (FS ``compute_block_mask_2d``
@@ -238,7 +274,7 @@ def inverse_block_mask(
 def equal_span_mask(
     batch_size: int,
     num_frames: int,
-    cfg: SpeechMask2Config,
+    cfg: SpanMaskSettings,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """(B, T) bool v2 speech mask: FS spans (:func:`span_mask`), then every row brought to
@@ -252,7 +288,7 @@ def equal_span_mask(
 def random_token_mask(
     input_ids: Tensor,
     attention_mask: Tensor | None,
-    cfg: TextMask2Config,
+    cfg: TokenMaskSettings,
     *,
     never_mask: tuple[int, ...] = (),
     generator: torch.Generator | None = None,

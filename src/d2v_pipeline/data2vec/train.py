@@ -10,7 +10,6 @@ uninterrupted one (same machine, same thread count).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -32,6 +31,16 @@ from .checkpoint import (
 )
 from .config import ConfigError, TrainConfig, config_to_dict
 from .models import PretrainModel
+from .training_utils import (
+    decays,
+    derive_seed,
+    optimizer_step,
+    random_shift,
+    resolve_device,
+    seeded_generator,
+    training_run,
+    warmup_cosine_lr,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,30 +73,17 @@ class PretrainResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def derive_seed(seed: int, *keys: object) -> int:
-    """A 63-bit seed from ``seed`` and ``keys`` (e.g. ("mask", step)); stable across runs."""
-    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _generator(seed: int, *keys: object) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, *keys))
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup over ``warmup_frac·steps`` then cosine to ``min_lr`` (step is 0-based)."""
     warmup = round(cfg.warmup_frac * cfg.steps)
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, cfg.steps - warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+    return warmup_cosine_lr(step, cfg.steps, warmup, cfg.lr, cfg.min_lr)
 
 
 def build_optimizer(model: PretrainModel, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on 1-D parameters (biases, norms, mask/CLS vectors)."""
     decay, no_decay = [], []
     for _, p in model.named_trainable_parameters():
-        (decay if p.ndim >= 2 else no_decay).append(p)
+        (decay if decays(p) else no_decay).append(p)
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -100,19 +96,8 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
     incomplete batch dropped."""
     per_epoch = n // batch_size
     epoch, k = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=_generator(seed, "data", epoch))
+    perm = torch.randperm(n, generator=seeded_generator(seed, "data", epoch))
     return perm[k * batch_size : (k + 1) * batch_size]
-
-
-def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
-    """Shift each image by up to ``max_shift`` pixels (edges replicated); (B, C, H, W)."""
-    b, _, h, w = x.shape
-    dy = torch.randint(-max_shift, max_shift + 1, (b, 1), generator=generator)
-    dx = torch.randint(-max_shift, max_shift + 1, (b, 1), generator=generator)
-    rows = (torch.arange(h)[None] - dy).clamp(0, h - 1).to(x.device)
-    cols = (torch.arange(w)[None] - dx).clamp(0, w - 1).to(x.device)
-    bi = torch.arange(b, device=x.device)[:, None, None]
-    return x.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def pack_sequences(x: Tensor, attention_mask: Tensor) -> Tensor:
@@ -152,16 +137,7 @@ def _validate_data(data: dict[str, Tensor], model: PretrainModel, cfg: TrainConf
         raise ValueError(
             f"attention_mask must be bool {tuple(x.shape)}, got {am.dtype} {tuple(am.shape)}"
         )
-    if model.modality == "text":
-        vocab = model.encoder.cfg.vocab_size
-        lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or hi >= vocab:
-            row = int(((x < 0) | (x >= vocab)).any(1).nonzero()[0])
-            raise ValueError(
-                f"token id out of range [0, {vocab}) in data row {row} (min {lo}, max {hi})"
-            )
-    elif not x.is_floating_point():
-        raise ValueError(f"{model.modality} data 'x' must be float, got {x.dtype}")
+    model.modality_ops.check_inputs(model.encoder, x)
     if cfg.augment_shift and model.modality != "image":
         raise ConfigError("train.augment_shift applies to images only")
     return n
@@ -218,23 +194,8 @@ def pretrain(
             raise ConfigError("train.pack_sequences applies to text with an attention_mask only")
         data = {"x": pack_sequences(data["x"], data["attention_mask"])}
         n = _validate_data(data, model, cfg)
-    # Denormal floats (e.g. Adam's squared tiny gradients) are ~100x slower on x86 CPUs;
-    # flushing them to zero made a tiny-model step 4x faster here and changes no result
-    # that matters. The setting is process-wide (torch has no getter to restore it).
-    torch.set_flush_denormal(True)
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        with torch.random.fork_rng(devices=[]):  # per-step seeding must not leak to the caller
-            return _run(model, data, n, cfg, checkpoint_dir, resume, progress, callback)
-    finally:
-        torch.set_num_threads(prev_threads)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    with training_run(cfg.threads):  # denormals flushed; per-step seeding does not leak
+        return _run(model, data, n, cfg, checkpoint_dir, resume, progress, callback)
 
 
 def _resume_state(
@@ -279,17 +240,14 @@ def _train_step(
 ) -> dict[str, float]:
     """Forward, backward, clip, optimiser step, EMA; all randomness derived from (seed, step)."""
     if cfg.augment_shift:
-        batch["x"] = random_shift(batch["x"], cfg.augment_shift, _generator(cfg.seed, "aug", step))
+        gen = seeded_generator(cfg.seed, "aug", step)
+        batch["x"] = random_shift(batch["x"], cfg.augment_shift, gen)
     torch.manual_seed(derive_seed(cfg.seed, "dropout", step))  # dropout / layerdrop
-    loss, stats = model.training_loss(batch, _generator(cfg.seed, "mask", step))
+    loss, stats = model.training_loss(batch, seeded_generator(cfg.seed, "mask", step))
     value = loss.detach().item()
     if not math.isfinite(value):
         raise FloatingPointError(f"non-finite loss {value} at step {step}")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    opt.step()
+    optimizer_step(loss, opt, params, cfg.grad_clip)
     model.after_optimizer_step(step)
     return {"loss": value, **stats}
 
@@ -304,13 +262,13 @@ def _run(
     progress: bool,
     callback: Callable[[int, PretrainModel], bool | None] | None = None,
 ) -> PretrainResult:
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device, "train.device")
     model.to(device).train()
     opt = build_optimizer(model, cfg)
     params = [p for _, p in model.named_trainable_parameters()]
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     state = _resume_state(ckpt, resume, model, opt, cfg)
-    input_len = data["x"].shape[-1] if model.modality == "speech" else None
+    input_len = model.modality_ops.input_len(data["x"])
     flops = model.flops_per_step(cfg.batch_size, input_len)
     num_params = sum(p.numel() for p in model.encoder.parameters())
     log.info(

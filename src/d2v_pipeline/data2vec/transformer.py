@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import EncoderConfig
+from .config_base import EncoderConfig
 
 
 class Block(nn.Module):

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from d2v_pipeline.data2vec import training_utils as shared  # the loops' common helpers
+from d2v_pipeline.data2vec.modalities import MODALITIES
 from d2v_pipeline.evaluation.features import (
     POOL_MODES,
     as_tensor,
@@ -41,7 +43,6 @@ from d2v_pipeline.evaluation.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("image", "speech", "text")
 HEAD_NORMS = ("none", "batch", "layer")
 _BLOCK_RE = re.compile(r"^((?:.*?\.)??)blocks\.(\d+)\.")
 
@@ -240,11 +241,7 @@ class Classifier(nn.Module):
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, min_lr: float) -> float:
     """Linear warmup to ``peak`` over ``warmup_steps``, then cosine down to ``min_lr``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return shared.warmup_cosine_lr(step, total_steps, warmup_steps, peak, min_lr)
 
 
 def encoder_layer_ids(encoder: nn.Module) -> dict[str, int]:
@@ -295,7 +292,7 @@ def build_param_groups(model: Classifier, weight_decay: float, layer_decay: floa
             continue
         # head and head_norm: full lr
         layer = layer_ids.get(name.removeprefix("encoder."), depth + 1)
-        decay = p.ndim >= 2
+        decay = shared.decays(p)
         key = (layer, decay)
         if key not in groups:
             scale = layer_decay ** (depth + 1 - layer) if layer_decay < 1.0 else 1.0
@@ -316,19 +313,9 @@ def build_param_groups(model: Classifier, weight_decay: float, layer_decay: floa
 
 def shift_images(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
     """Random translation of each (C, H, W) image by up to ``max_shift`` px in x and y
-    (replicate padding + crop, so the background value is kept)."""
-    if max_shift == 0:
-        return x
-    b, c, h, w = x.shape
-    p = max_shift
-    padded = F.pad(x, (p, p, p, p), mode="replicate")
-    dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]
-    return padded[
-        torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols
-    ]
+    (edges replicated, so the background value is kept); the pretraining shift."""
+    out = shared.random_shift(x, max_shift, generator, direction=-1)
+    return out.clone(memory_format=torch.contiguous_format)  # its layout as before, too
 
 
 def shift_and_gain_speech(
@@ -430,14 +417,6 @@ def predict_classes(
     return restore_order(batches, preds)
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("FinetuneConfig.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
 # ---------------------------------------------------------------- training
 
 
@@ -473,23 +452,11 @@ def finetune(
     xte, yte, amte = _split(test, "test", num_classes)
     modality = infer_modality(encoder, xtr)
 
-    # Denormal floats (e.g. Adam's squared tiny gradients) are ~100x slower on x86 CPUs;
-    # flushing them to zero made a tiny-model step 4x faster here and changes no result
-    # that matters. The setting is process-wide (torch has no getter to restore it).
-    torch.set_flush_denormal(True)
-    prev_threads = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
-        # fork_rng: seeding here must not disturb the caller's global RNG stream
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            return _run(
-                encoder, num_classes, modality, (xtr, ytr, amtr), (xva, yva, amva),
-                (xte, yte, amte), cfg, progress,
-            )  # fmt: skip
-    finally:
-        torch.set_num_threads(prev_threads)
+    with shared.training_run(cfg.threads, seed=cfg.seed):  # seeding does not leak to the caller
+        return _run(
+            encoder, num_classes, modality, (xtr, ytr, amtr), (xva, yva, amva),
+            (xte, yte, amte), cfg, progress,
+        )  # fmt: skip
 
 
 def _run(
@@ -502,7 +469,7 @@ def _run(
     cfg: FinetuneConfig,
     progress: bool,
 ) -> FinetuneResult:
-    device = _resolve_device(cfg.device)
+    device = shared.resolve_device(cfg.device, "FinetuneConfig.device")
     model = Classifier(
         copy.deepcopy(encoder), num_classes, cfg.pool, cfg.head_init_std, cfg.head_norm
     ).to(device)
@@ -513,7 +480,7 @@ def _run(
         betas=(cfg.beta1, cfg.beta2),
         fused=True,  # one kernel for all parameters: ~25% faster steps for tiny models on CPU
     )
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = shared.seeded_generator(cfg.seed)
 
     xtr, ytr, amtr = train
     n = xtr.shape[0]
@@ -559,11 +526,7 @@ def _run(
                         f"fine-tuning loss is {loss.item()} at step {step} (epoch {epoch}); "
                         "lower FinetuneConfig.lr"
                     )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                shared.optimizer_step(loss, opt, model.parameters(), cfg.grad_clip)
                 step += 1
                 losses.append(loss.item())
                 bar.update(1)
