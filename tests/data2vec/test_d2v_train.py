@@ -203,8 +203,10 @@ def test_checkpoint_resume_refuses_a_changed_config(
     with pytest.raises(CheckpointError, match=r"train\.lr"):
         pretrain(model(), data, _cfg(steps=10, lr=1e-2), tmp_path, progress=False)
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=CHECKPOINT_FILE):
-        pretrain(model(), data, _cfg(steps=10), tmp_path, progress=False)
+    # a damaged newest checkpoint is moved aside and the previous one (step 5) is resumed
+    recovered = pretrain(model(), data, _cfg(steps=10), tmp_path, progress=False)
+    assert recovered.resumed_from_step == 5
+    assert (tmp_path / "checkpoint.damaged-1.safetensors").read_bytes() == b"not a checkpoint"
 
 
 WORKER = textwrap.dedent(

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from .checkpoint import (
     CHECKPOINT_FILE,
     CheckpointError,
-    load_training_state,
     remove_stale_temp_files,
+    resume_training_state,
     save_training_state,
 )
 from .config import ConfigError, TrainConfig, config_to_dict
@@ -205,7 +205,9 @@ def _resume_state(
     opt: torch.optim.Optimizer,
     cfg: TrainConfig,
 ) -> dict[str, Any]:
-    """Fresh loop state, or the one stored in ``ckpt`` (model and optimiser restored in place)."""
+    """Fresh loop state, or the one stored in the newest usable checkpoint (model and optimiser
+    restored in place). A damaged checkpoint is moved aside with a warning and the previous
+    one (or a fresh start) is used instead: see checkpoint.resume_training_state."""
     state: dict[str, Any] = {
         "step": 0,
         "history": [],
@@ -218,15 +220,26 @@ def _resume_state(
     if ckpt is None:
         return state
     remove_stale_temp_files(ckpt.parent)
-    if not (resume and ckpt.is_file()):
+    if not resume:
         return state
-    meta = load_training_state(ckpt, model, opt)
-    _check_resumable(meta, ckpt, model, cfg)
+    found = resume_training_state(
+        ckpt,
+        model,
+        opt,
+        check=lambda meta, path: _check_resumable(meta, path, model, cfg),
+        required=[k for k in state if k != "resumed_from_step"] + ["model", "train_config"],
+    )
+    if found is None:
+        return state
+    meta, path = found
     state.update({k: meta[k] for k in state if k != "resumed_from_step"})
     state["resumed_from_step"] = state["step"]
     if state["step"] > cfg.steps:
-        raise CheckpointError(f"{ckpt} is at step {state['step']} > train.steps {cfg.steps}")
-    log.info("resuming %s/%s from step %d (%s)", model.method, model.modality, state["step"], ckpt)
+        raise CheckpointError(
+            f"{path} is at step {state['step']} > train.steps {cfg.steps}: raise train.steps, "
+            f"or delete {ckpt.parent} to start afresh"
+        )
+    log.info("resuming %s/%s from step %d (%s)", model.method, model.modality, state["step"], path)
     return state
 
 
