@@ -1,4 +1,10 @@
-"""Run-level hooks: the run's identity, recorded once at its start, and progress with an ETA.
+"""Run-level hooks: parameters validated before anything runs, the run's identity, progress.
+
+- Parameters (:class:`ParameterHooks`): as soon as the context exists (before the catalog,
+  any hook that writes, or any node), the merged parameters, ``--params`` included, are
+  validated against :mod:`d2v_pipeline.schema`; every problem is reported in one
+  :class:`~d2v_pipeline.schema.ParameterError`, one line per problem:
+  ``conf/base/parameters_pretrain.yml: image.pretrain.data2vec.top_k: 5 > encoder depth 2``.
 
 - ``run_info`` (catalog: ``<data_root>/09_tracking/run_info.json``) says what ran and from
   which checkout: ``env``, ``command``, ``started_at``, ``git_commit``, ``git_clean``,
@@ -84,6 +90,18 @@ def _dataset(catalog: Any, name: str) -> Any:
         return catalog.get(name)
     except Exception:  # a catalog without the entry (tests' own catalogs): nothing to record
         return None
+
+
+class ParameterHooks:
+    """Refuse to start a run whose parameters break the schema (nothing is read or written)."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from d2v_pipeline.schema import Parameters, ParameterSources, check_parameters
+
+        loader = context.config_loader
+        sources = ParameterSources.from_config_loader(loader, Path(context.project_path))
+        check_parameters(Parameters, loader["parameters"], sources)
 
 
 class RunInfoHooks:

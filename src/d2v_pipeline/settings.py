@@ -7,9 +7,10 @@ whole top-level block such as ``image:`` (Kedro's default is destructive).
 
 from kedro.config import OmegaConfigLoader
 
-from d2v_pipeline.hooks import ProgressHooks, RunInfoHooks
+from d2v_pipeline.hooks import ParameterHooks, ProgressHooks, RunInfoHooks
 
-HOOKS = (RunInfoHooks(), ProgressHooks())
+# ParameterHooks first: a run with bad parameters stops before any other hook writes
+HOOKS = (ParameterHooks(), RunInfoHooks(), ProgressHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
