@@ -320,3 +320,33 @@ def test_text_table_source_errors_name_file_and_column(ingest_params, tmp_path):
     )
     with pytest.raises(ValueError, match=r"sst2\.tsv: label_column 'polarity' is not a column"):
         nodes.load_text_source(params)
+
+
+def test_max_examples_keeps_exactly_that_many(image_run):
+    """`max_examples: 600` keeps 600 (rounding each class's share on its own kept 599)."""
+    *_, info, _ = image_run
+    assert sum(info["counts"][s] for s in SPLITS) == 600
+
+
+def test_a_label_that_looks_like_a_typo_reaches_the_ingest_summary(ingest_params, tmp_path):
+    rows = [f"good film {i}\tpositive" for i in range(70)]
+    rows += [f"bad film {i}\tnegative" for i in range(70)]
+    rows += [
+        f"fine film {i}\tpostive" for i in range(3)
+    ]  # a typo, 3 of 70 (the fewest a split takes)
+    path = tmp_path / "reviews.tsv"
+    path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    params = ingest_params(
+        "text", source="table", table={"path": str(path), "label_column": "label"}
+    )
+    params.update(seq_len=16, tokenizer={"vocab_size": 300, "min_frequency": 1})
+    data = nodes.load_text_source(params)
+    splits = nodes.split_dataset(data, params)
+    tokenizer_json = nodes.train_tokenizer(data, splits, params)
+    model_input, info, _ = nodes.build_text_input(data, splits, tokenizer_json, params)
+    subsets = nodes.make_label_subsets(data, splits, params)
+    summary = nodes.summarise_dataset(model_input, info, subsets)
+    assert [(s["label"], s["similar_to"]) for s in summary["suspect_labels"]] == [
+        ("postive", "positive")
+    ]
+    assert "postive" in summary["class_counts"]["train"]  # kept as a class, but reported

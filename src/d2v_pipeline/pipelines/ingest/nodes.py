@@ -187,6 +187,10 @@ def _info(data: SourceData, cfg: IngestConfig, tensors: dict, counts: dict, **ex
         "val_fraction": cfg.split.val_fraction,
         "test_fraction": cfg.split.test_fraction,
         "label_fractions": [fraction_key(f) for f in cfg.split.label_fractions],
+        # labels that look like a typo of another class (sources.labels), only when there are
+        **(
+            {"suspect_labels": data.suspect_labels} if getattr(data, "suspect_labels", None) else {}
+        ),
         **extra,
     }
 
@@ -340,6 +344,8 @@ def summarise_dataset(
             for key, t in sorted(model_input.items())
         },
     }
+    if dataset_info.get("suspect_labels"):
+        summary["suspect_labels"] = dataset_info["suspect_labels"]
     if "train.speaker" in model_input:
         speakers = {s: set(model_input[f"{s}.speaker"].tolist()) for s in SPLITS}
         shared = {

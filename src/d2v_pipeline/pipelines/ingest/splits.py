@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from d2v_pipeline.pipelines.ingest.params import SplitConfig
+from d2v_pipeline.sources import labels as labels_lib
 
 # distinct random streams derived from the one user seed (numpy SeedSequence entropy lists)
 _SUBSAMPLE_STREAM, _SPLIT_STREAM, _ORDER_STREAM, _SUBSET_STREAM = 1, 2, 3, 4
@@ -33,16 +34,9 @@ def _share(fraction: float, count: int) -> int:
 
 
 def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Sorted indices of about ``size`` rows keeping class proportions (>= 1 per class)."""
-    if size >= len(labels):
-        return np.arange(len(labels))
-    rng = _rng(seed, _SUBSAMPLE_STREAM)
-    picks = []
-    for c in np.unique(labels):
-        members = np.nonzero(labels == c)[0]
-        keep = min(len(members), _share(size / len(labels), len(members)))
-        picks.append(rng.permutation(members)[:keep])
-    return np.sort(np.concatenate(picks))
+    """Sorted indices of exactly ``size`` rows (or all) keeping class proportions, >= 1 per
+    class (sources.labels.stratified_counts: largest remainders, so the counts add up)."""
+    return labels_lib.stratified_subsample(labels, size, _rng(seed, _SUBSAMPLE_STREAM))
 
 
 def _class_name(class_names: list[str], c: int) -> str:
