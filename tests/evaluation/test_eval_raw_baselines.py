@@ -131,7 +131,7 @@ def test_raw_baseline_bad_input():
         tfidf_features(TRAIN, ["fine", 3])
     with pytest.raises(ValueError, match="speech x must be"):
         log_mel_features(torch.zeros(2, 1, 8000))
-    with pytest.raises(ValueError, match="unknown RawBaselineConfig key"):
+    with pytest.raises(ValueError, match=r"RawBaselineConfig: unknown key 'n_mel'"):
         RawBaselineConfig.from_dict({"n_mel": 40})
     with pytest.raises(ValueError, match="train_y has 9 labels"):
         raw_baseline("text", TRAIN, TRAIN_Y[:-1], TRAIN, TRAIN_Y, TRAIN, TRAIN_Y)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from d2v_pipeline.data2vec import training_utils as shared  # the loops' common helpers
+from d2v_pipeline.data2vec.config_base import from_dict
 from d2v_pipeline.data2vec.modalities import MODALITIES
 from d2v_pipeline.evaluation.features import (
     POOL_MODES,
@@ -150,13 +151,9 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> FinetuneConfig:
-        """Build from a parameters dict, naming any unknown key."""
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig key(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        """Build from a parameters dict; an unknown key or a wrongly typed value is a
+        ``ConfigError`` (a ValueError) naming it (the data2vec configs' own ``from_dict``)."""
+        return from_dict(cls, params, "FinetuneConfig")
 
     def planned_steps(self, n_train: int) -> int:
         """Optimiser steps for a labelled subset of ``n_train`` examples (same for every arm)."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from d2v_pipeline.data2vec.config_base import from_dict
 from d2v_pipeline.evaluation.features import as_tensor
 from d2v_pipeline.evaluation.probe import DEFAULT_CS, ProbeResult, linear_probe
 
@@ -65,13 +66,9 @@ class RawBaselineConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> RawBaselineConfig:
-        """Build from a parameters dict, naming any unknown key."""
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"unknown RawBaselineConfig key(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        """Build from a parameters dict; an unknown key or a wrongly typed value is a
+        ``ConfigError`` (a ValueError) naming it (the data2vec configs' own ``from_dict``)."""
+        return from_dict(cls, params, "RawBaselineConfig")
 
     @property
     def win_length(self) -> int:

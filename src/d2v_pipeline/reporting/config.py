@@ -1,11 +1,14 @@
-"""Report settings (block `report` of conf/base/parameters_report.yml) as a dataclass."""
+"""Report settings (block `report` of conf/base/parameters_report.yml) as a dataclass.
+
+The keys' types and ranges are declared once, in :mod:`d2v_pipeline.schema.report`."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from d2v_pipeline.schema.check import validated
 
 DEFAULT_PROTOCOL_LABELS = {
     "probe_final": "linear probe (final layer)",
@@ -67,24 +70,6 @@ class ReportConfig:
     decimals: int = 1
     scale_note: str = DEFAULT_SCALE_NOTE
 
-    def __post_init__(self) -> None:
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"report.confidence must be in (0, 1), got {self.confidence}")
-        if not 0 < self.headline_fraction <= 1:
-            raise ValueError(
-                f"report.headline_fraction must be in (0, 1], got {self.headline_fraction}"
-            )
-        if not self.metrics:
-            raise ValueError("report.metrics must name at least one metric")
-        for name in ("max_projection_points", "confusion_annotate_max_classes", "max_summary_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"report.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.decimals <= 6:
-            raise ValueError(f"report.decimals must be in 0..6, got {self.decimals}")
-        for name in ("collapse_target_std", "collapse_pred_std"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"report.{name} must be >= 0, got {getattr(self, name)}")
-
     @property
     def primary_metric(self) -> str:
         return self.metrics[0]
@@ -93,49 +78,16 @@ class ReportConfig:
         return self.protocol_labels.get(protocol, protocol)
 
 
-_TUPLE_FIELDS = {
-    f.name
-    for f in dataclasses.fields(ReportConfig)
-    if str(f.type).startswith("tuple")  # annotations are strings (postponed evaluation)
-}
-
-
 def report_config_from_dict(params: Mapping[str, Any] | None) -> ReportConfig:
     """Build a :class:`ReportConfig` from the ``report`` parameters block.
 
-    Unknown keys and wrongly typed values are errors naming ``report.<key>``; missing keys
+    Keys, types and ranges are :class:`d2v_pipeline.schema.report.Report`'s: a ValueError
+    lists every problem as ``parameters_report.yml: report.<key>: <problem>``. Missing keys
     take the documented defaults; ``protocol_labels`` extends the default labels.
     """
-    params = dict(params or {})
-    known = {f.name for f in dataclasses.fields(ReportConfig)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"report: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in params.items():
-        if key in _TUPLE_FIELDS:
-            kwargs[key] = _as_str_tuple(key, value)
-        elif key == "protocol_labels":
-            if not isinstance(value, Mapping):
-                raise ValueError(f"report.protocol_labels must be a mapping, got {value!r}")
-            kwargs[key] = {**DEFAULT_PROTOCOL_LABELS, **{str(k): str(v) for k, v in value.items()}}
-        else:
-            default = getattr(ReportConfig, key)
-            kwargs[key] = _coerce(key, value, type(default))
-    return ReportConfig(**kwargs)
+    from d2v_pipeline.schema.report import Report  # here: it reads ReportConfig's defaults
 
-
-def _as_str_tuple(key: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ValueError(f"report.{key} must be a list of names, got {value!r}")
-    return tuple(str(v) for v in value)
-
-
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is str and isinstance(value, str):
-        return value
-    raise ValueError(f"report.{key} must be a {kind.__name__}, got {value!r}")
+    block = validated(Report, params, "report", "parameters_report.yml")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in block.model_dump().items()}
+    values["protocol_labels"] = {**DEFAULT_PROTOCOL_LABELS, **values["protocol_labels"]}
+    return ReportConfig(**values)

@@ -13,21 +13,28 @@
 library's API; this schema is the pipeline's boundary.
 """
 
-from d2v_pipeline.schema.check import (
-    ParameterError,
-    ParameterSources,
-    Problem,
-    check_parameters,
-    find_problems,
-)
-from d2v_pipeline.schema.params import MODALITIES, Parameters
+from __future__ import annotations
 
-__all__ = [
-    "MODALITIES",
-    "ParameterError",
-    "ParameterSources",
-    "Parameters",
-    "Problem",
-    "check_parameters",
-    "find_problems",
-]
+import importlib
+from typing import Any
+
+# Exported names and their modules, imported on first use: ``d2v_pipeline.schema.pretrain``
+# (which a pipeline's nodes may import) must not pull in ``params`` -> ``tune``, whose library
+# dataclasses live in the tune pipeline package, which imports those nodes.
+_EXPORTS = {
+    "MODALITIES": "params",
+    "Parameters": "params",
+    "ParameterError": "check",
+    "ParameterSources": "check",
+    "Problem": "check",
+    "check_parameters": "check",
+    "find_problems": "check",
+    "validated": "check",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -115,8 +115,18 @@ def _fmt(x: float | None, infinity: str) -> str:
     return infinity if x is None else repr(x)
 
 
+class ValueCheck:
+    """A check pydantic runs on a value after its type check: ``Annotated[T, <check>]``."""
+
+    def check(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+
 @dataclass(frozen=True)
-class Interval:
+class Interval(ValueCheck):
     """``low <= value <= high`` (``None`` = unbounded; ``*_open`` excludes the end point).
     On a list it checks every item."""
 
@@ -140,12 +150,9 @@ class Interval:
             raise PydanticCustomError("interval", f"{value!r} is outside {self}")
         return value
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
 
 @dataclass(frozen=True)
-class Span:
+class Span(ValueCheck):
     """A ``[low, high]`` pair with low <= high, both inside ``within``."""
 
     within: Interval = Interval()
@@ -159,12 +166,9 @@ class Span:
             raise PydanticCustomError("span", f"{value!r} is outside {self.within}")
         return value
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
 
 @dataclass(frozen=True)
-class Items:
+class Items(ValueCheck):
     """A list with at least ``min`` items and (with ``unique``) no repeated item."""
 
     min: int = 1
@@ -176,9 +180,6 @@ class Items:
         if self.unique and len({repr(v) for v in value}) != len(value):
             raise PydanticCustomError("items", f"{value!r} has duplicate entries")
         return value
-
-    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
 
 
 def odd(value: int | None) -> int | None:

@@ -128,6 +128,22 @@ def find_problems(
         return None, list(dict.fromkeys(problems))
 
 
+def validated(
+    model: type[BaseModel],
+    values: Any,
+    prefix: str,
+    file: str,
+    error: type[Exception] = ValueError,
+) -> Any:
+    """``values`` validated as ``model``, or ``error`` listing every problem, one per line, as
+    ``<file>: <prefix.key.path>: <problem>``: the check a stage's parser runs when it is
+    called outside ``kedro run`` (which validates every block first, see hooks.py)."""
+    block, problems = find_problems(model, {} if values is None else values, prefix)
+    if problems:
+        raise error("\n".join(f"{file}: {p.path}: {p.message}" for p in problems))
+    return block
+
+
 # ----------------------------------------------------------------------------- provenance
 def _has(tree: Any, path: list[str]) -> int:
     """How many leading parts of ``path`` the nested dict ``tree`` contains."""

@@ -42,15 +42,21 @@ from d2v_pipeline.evaluation import (
     tidy_rows,
 )
 from d2v_pipeline.io import CONTENT_HASH_KEY, tensors_sha256
+from d2v_pipeline.schema.check import validated
+from d2v_pipeline.schema.finetune import Evaluation
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("probe_final", "probe_topk", "finetune")
 METRICS = ("accuracy", "macro_f1")
 SPLITS = ("train", "val", "test")
 PREDICTION_COLUMNS = (
     "modality", "method", "protocol", "fraction", "seed", "example", "label", "prediction"
 )  # fmt: skip
+
+
+def _evaluation(params: dict[str, Any], modality: str) -> Evaluation:
+    """``<m>.finetune`` validated, with the schema's defaults for the keys it leaves out."""
+    return validated(Evaluation, params, f"{modality}.finetune", "parameters_finetune.yml")
 
 
 def subset_indices(label_subsets: dict[str, Any], fraction: float, seed: int) -> np.ndarray:
@@ -213,13 +219,13 @@ def evaluate_encoder(
     check_encoder_weights(encoder_state, pretrain_meta, source)
     encoder = load_encoder(pretrain_meta["config"]["encoder"], encoder_state, modality)
     encoder.eval()
-    probe_cfg = dict(params.get("probe", {}))
-    pool = probe_cfg.pop("pool", "mean")
-    top_k = int(probe_cfg.pop("top_k", encoder.depth))
-    ft_fractions = params.get("finetune_fractions", params["fractions"])
+    ev = _evaluation(params, modality)
+    pool = ev.probe.pool
+    top_k = encoder.depth if ev.probe.top_k is None else ev.probe.top_k
+    probe_cfg = {"Cs": ev.probe.Cs, "max_iter": ev.probe.max_iter}
+    ft_fractions = ev.fractions if ev.finetune_fractions is None else ev.finetune_fractions
     train, val, test = (_split(model_input, s) for s in ("train", "val", "test"))
-    protocols = params.get("protocols", PROTOCOLS)
-    ft_params = params.get("finetune", {})
+    protocols = ev.protocols
     test_y = test[1].numpy()
 
     probes = {"probe_final": ("final", None), "probe_topk": ("top_k_mean", top_k)}
@@ -238,8 +244,8 @@ def evaluate_encoder(
     # The probe (lbfgs) is deterministic: the seed only picks the labelled subset, and at
     # 100 % every seed's subset is the same list, so its fit is done once and reused.
     probe_results: dict[tuple[str, bytes], ProbeResult] = {}
-    for fraction in params["fractions"]:
-        for seed in params["seeds"]:
+    for fraction in ev.fractions:
+        for seed in ev.seeds:
             idx = subset_indices(label_subsets, fraction, seed)
             for protocol, (ftr, fva, fte) in feats.items():
                 key = (protocol, idx.tobytes())
@@ -258,10 +264,10 @@ def evaluate_encoder(
                     )
                 )
             if "finetune" in protocols and fraction in ft_fractions:
-                cfg = FinetuneConfig.from_dict({**ft_params, "seed": int(seed)})
+                cfg = FinetuneConfig(**ev.finetune.model_dump(), seed=int(seed))
                 res = finetune(
                     encoder, num_classes, _take(train, idx), val, test, cfg,
-                    progress=bool(params.get("progress", True)),
+                    progress=ev.progress,
                 )  # fmt: skip
                 metrics = {"accuracy": res.test_accuracy, "macro_f1": res.test_macro_f1}
                 rows += _rows(metrics, modality, method, fraction, seed, "finetune")
@@ -281,7 +287,7 @@ def evaluate_encoder(
                     res.best_epoch, res.stop_reason,
                 )  # fmt: skip
     projection = _projection(
-        per_split[2]["projection"], test[1], method, params.get("projection", {})
+        per_split[2]["projection"], test[1], method, ev.projection.max_points, ev.projection.seed
     )
     details = {"class_names": dataset_info.get("class_names"), "confusion": {method: confusion}}
     return (
@@ -317,12 +323,11 @@ def _add_confusion(store: dict, protocol: str, fraction: float, matrix: list[lis
 
 
 def _projection(
-    test_feats: np.ndarray, test_y: torch.Tensor, method: str, params: dict[str, Any]
+    test_feats: np.ndarray, test_y: torch.Tensor, method: str, max_points: int, seed: int
 ) -> pd.DataFrame:
     """2-D PCA of mean-pooled final-layer test features (a fixed subsample for readability)."""
     n = len(test_y)
-    keep = np.random.default_rng(int(params.get("seed", 0))).permutation(n)
-    keep = np.sort(keep[: int(params.get("max_points", 1000))])
+    keep = np.sort(np.random.default_rng(seed).permutation(n)[:max_points])
     feats = np.asarray(test_feats[keep], dtype=np.float64)
     comps = PCA(n_components=2, random_state=0).fit_transform(feats)
     return pd.DataFrame(
@@ -361,7 +366,8 @@ def evaluate_raw_input(
     """
     modality = dataset_info["modality"]
     num_classes = int(dataset_info["num_classes"])
-    cfg = RawBaselineConfig(**params.get("raw_baseline", {}))
+    ev = _evaluation(params, modality)
+    cfg = RawBaselineConfig(**ev.raw_baseline.model_dump())
     if modality == "text":
         if texts is None:
             raise ValueError("the text raw-input baseline needs text.texts from ingest")
@@ -372,12 +378,12 @@ def evaluate_raw_input(
     # pretraining uses all train inputs); only the classifier sees the labelled subset.
     ftr, fva, fte = raw_features(modality, *inputs, cfg=cfg)
     ytr, yva, yte = (model_input[f"{s}.y"].numpy() for s in SPLITS)
-    probe_cfg = {k: v for k, v in params.get("probe", {}).items() if k in ("Cs", "max_iter")}
+    probe_cfg = {"Cs": ev.probe.Cs, "max_iter": ev.probe.max_iter}
     rows: list[dict[str, Any]] = []
     confusion: dict[str, Any] = {}
     predictions: list[pd.DataFrame] = []
-    for fraction in params["fractions"]:
-        for seed in params["seeds"]:
+    for fraction in ev.fractions:
+        for seed in ev.seeds:
             idx = subset_indices(label_subsets, fraction, seed)
             res = linear_probe(
                 ftr[idx], ytr[idx], fva, yva, fte, yte, seed=seed, num_classes=num_classes,

@@ -23,8 +23,13 @@ from d2v_pipeline.data2vec.models import build_pretrain_model
 from d2v_pipeline.data2vec.train import pretrain
 from d2v_pipeline.experiment import encoder_config, environment, pretraining_data
 from d2v_pipeline.io import EncoderWeights, encoder_header, sha256_bytes, tensors_sha256
+from d2v_pipeline.schema.check import validated
+from d2v_pipeline.schema.pretrain import ImagePretrain, SpeechPretrain, TextPretrain
 
 log = logging.getLogger(__name__)
+
+PARAMS_FILE = "parameters_pretrain.yml"
+_SCHEMA = {"image": ImagePretrain, "speech": SpeechPretrain, "text": TextPretrain}
 
 # Where this tiny build departs from the paper on purpose (data2vec.md §4 "Rec." sizes);
 # recorded in every checkpoint's metadata and shown in the report.
@@ -76,24 +81,30 @@ def deviations(method: str, modality: str) -> list[str]:
     return out + DEVIATIONS.get((method, "all"), []) + DEVIATIONS.get((method, modality), [])
 
 
+def _given(modality: str, name: str, values: Any) -> dict[str, Any]:
+    """``<m>.pretrain.<name>`` validated by its schema block (errors name the full key path):
+    the keys that were set, for the library to complete with its defaults."""
+    schema = _SCHEMA[modality].model_fields[name].annotation
+    where = f"{modality}.pretrain.{name}"
+    block = validated(schema, values, where, PARAMS_FILE, cfgs.ConfigError)
+    return block.model_dump(exclude_unset=True)
+
+
 def _configs(
     method: str, dataset_info: Mapping[str, Any], params: Mapping[str, Any]
 ) -> tuple[Any, Any, cfgs.TrainConfig]:
     """(encoder, method, train) configs of ``method``. A method block may hold a ``train``
     block whose keys override the modality's shared ``train`` for that method only (data2vec2
-    trains small batches of many clones; its budget is matched in wall time, not steps)."""
+    trains small batches of many clones; its budget is matched in wall time, not steps).
+    Only the blocks ``method`` uses are read (``scratch``: encoder and train)."""
     modality = dataset_info["modality"]
-    block = dict(params.get(method) or {}) if method != "scratch" else {}
-    train_overrides = block.pop("train", None) or {}
-    try:
-        enc = encoder_config(dataset_info, params.get("encoder", {}))
-        train = cfgs.train_config_from_dict({**params.get("train", {}), **train_overrides})
-        method_cfg = None
-        if method != "scratch":
-            method_cfg = cfgs.method_config_from_dict(method, modality, block)
-    except cfgs.ConfigError as err:
-        raise cfgs.ConfigError(f"parameters_pretrain.yml: {modality}.pretrain: {err}") from err
-    return enc, method_cfg, train
+    method_block = {} if method == "scratch" else _given(modality, method, params.get(method))
+    train = _given(modality, "train", params.get("train")) | method_block.pop("train", {})
+    enc = encoder_config(dataset_info, _given(modality, "encoder", params.get("encoder")))
+    method_cfg = None
+    if method != "scratch":
+        method_cfg = cfgs.method_config_from_dict(method, modality, method_block)
+    return enc, method_cfg, cfgs.train_config_from_dict(train)
 
 
 def rebuild_command(modality: str) -> str:
