@@ -27,9 +27,7 @@ def snapshot(*roots: Path) -> dict[Path, str]:
     return digest
 
 
-def assert_unchanged(
-    before: dict[Path, str], *roots: Path, allow_new: Iterable[str] = ()
-) -> None:
+def assert_unchanged(before: dict[Path, str], *roots: Path, allow_new: Iterable[str] = ()) -> None:
     """Every file in ``before`` has its old bytes; a new file under ``roots`` must match one of
     the glob patterns in ``allow_new`` (matched against the file name)."""
     after = snapshot(*roots)
