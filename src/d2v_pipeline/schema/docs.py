@@ -39,6 +39,8 @@ Rules that span keys (checked once the keys they read are valid):
 - `<m>.pretrain.data2vec.top_k`, `data2vec2.top_k`, `<m>.finetune.probe.top_k`,
   `<m>.tune.probe.top_k`, `<m>.tune.search_space.top_k` and `<m>.tune.enqueue[].top_k` are at
   most `<m>.pretrain.encoder.depth`.
+- `<m>.pretrain.data2vec2.decoder.groups` divides `<m>.pretrain.encoder.dim` (the decoder's
+  input width).
 - `<m>.finetune.fractions` / `finetune_fractions` and `<m>.tune.probe.label_fraction` are
   among `<m>.ingest.label_fractions`; `<m>.finetune.seeds` and `<m>.tune.probe.subset_seed`
   are below `<m>.ingest.label_subset_draws`.

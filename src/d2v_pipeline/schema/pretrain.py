@@ -353,6 +353,9 @@ class Pretrain(Block, Generic[EncoderT, Data2VecT, Data2Vec2T, ReconT]):
             top_k = getattr(self, method).top_k
             if top_k is not None and top_k > depth:
                 yield f"{method}.top_k", f"{top_k} > encoder depth {depth}"
+        groups, dim = self.data2vec2.decoder.groups, self.encoder.dim
+        if dim % groups:
+            yield "data2vec2.decoder.groups", f"{groups} does not divide encoder dim {dim}"
 
 
 ImagePretrain = Pretrain[ImageEncoder, ImageData2Vec, ImageData2Vec2, ImageRecon]
