@@ -119,6 +119,101 @@ def test_ema_end_below_start_is_named(base_params):
     }
 
 
+# Ranges are declared once, in the schema: these values used to be refused (also) by the
+# library dataclasses' own checks, which are gone. Each must still be refused, at its key path.
+# (path, bad value, problem)
+LIBRARY_RANGES = [
+    ("image.pretrain.encoder.depth", 0, "0 is outside [1, inf]"),
+    ("image.pretrain.encoder.dim", 0, "0 is outside [1, inf]"),
+    ("speech.pretrain.encoder.dropout", 1.0, "1.0 is outside [0, 1)"),
+    ("speech.pretrain.encoder.attention_dropout", -0.1, "-0.1 is outside [0, 1)"),
+    ("speech.pretrain.encoder.layerdrop", 1.0, "1.0 is outside [0, 1)"),
+    ("image.pretrain.data2vec.mask.mask_prob", 1.5, "1.5 is outside [0, 1]"),
+    ("text.pretrain.data2vec.mask.mask_prob", -0.1, "-0.1 is outside [0, 1]"),
+    ("text.pretrain.data2vec.top_k", 0, "0 is outside [1, inf]"),
+    ("text.pretrain.data2vec.head_layers", 0, "0 is outside [1, inf]"),
+    ("image.pretrain.data2vec.loss_beta", -1.0, "-1.0 is outside [0, inf]"),
+    ("speech.pretrain.data2vec.ema_end_decay", 1.5, "1.5 is outside [0, 1]"),
+    ("speech.pretrain.data2vec.ema_anneal_end_step", -1, "-1 is outside [0, inf]"),
+    ("image.pretrain.data2vec2.decoder.dim", 0, "0 is outside [1, inf]"),
+    ("image.pretrain.data2vec2.decoder.layers", 0, "0 is outside [1, inf]"),
+    ("image.pretrain.data2vec2.decoder.groups", 0, "0 is outside [1, inf]"),
+    ("speech.pretrain.data2vec2.decoder.input_dropout", 1.0, "1.0 is outside [0, 1)"),
+    ("text.pretrain.data2vec2.decoder.groups", 5, "5 does not divide encoder dim 128"),
+    ("image.pretrain.data2vec2.top_k", 0, "0 is outside [1, inf]"),
+    ("image.pretrain.data2vec2.cls_loss", -0.1, "-0.1 is outside [0, inf]"),
+    ("speech.pretrain.data2vec2.mask_noise_std", -0.01, "-0.01 is outside [0, inf]"),
+    ("text.pretrain.data2vec2.loss_scale", 0.0, "0.0 is outside (0, inf]"),
+    ("speech.pretrain.data2vec2.ema_decay", -0.5, "-0.5 is outside [0, 1]"),
+    ("image.pretrain.data2vec2.ema_anneal_end_step", -1, "-1 is outside [0, inf]"),
+    ("image.pretrain.data2vec2.mask.mask_prob", 1.0, "1.0 is outside [0, 1)"),
+    ("image.pretrain.data2vec2.mask.adjust", -0.1, "-0.1 is outside [0, inf]"),
+    ("image.pretrain.train.lr", -0.001, "-0.001 is outside (0, inf]"),
+    ("image.pretrain.train.min_lr", -1e-06, "-1e-06 is outside [0, inf]"),
+    ("image.pretrain.train.warmup_frac", 1.0, "1.0 is outside [0, 1)"),
+    ("image.pretrain.train.threads", 0, "0 is outside [1, inf]"),
+    ("image.pretrain.train.checkpoint_every", -1, "-1 is outside [0, inf]"),
+    ("image.pretrain.train.augment_shift", -1, "-1 is outside [0, inf]"),
+    ("image.pretrain.train.device", "gpu", "'gpu' is not one of 'cpu', 'cuda' or 'auto'"),
+    ("image.finetune.finetune.epochs", 0, "0 is outside [1, inf]"),
+    ("speech.finetune.finetune.sample_rate", 0, "0 is outside [1, inf]"),
+    ("image.finetune.finetune.lr", 0.0, "0.0 is outside (0, inf]"),
+    ("image.finetune.finetune.weight_decay", -0.05, "-0.05 is outside [0, inf]"),
+    ("image.finetune.finetune.min_lr", -1e-06, "-1e-06 is outside [0, inf]"),
+    ("image.finetune.finetune.grad_clip", -1.0, "-1.0 is outside [0, inf]"),
+    ("image.finetune.finetune.head_init_std", -0.01, "-0.01 is outside [0, inf]"),
+    ("image.finetune.finetune.layer_decay", 0.0, "0.0 is outside (0, 1]"),
+    ("image.finetune.finetune.warmup_fraction", 1.0, "1.0 is outside [0, 1)"),
+    ("image.finetune.finetune.label_smoothing", 1.0, "1.0 is outside [0, 1)"),
+    ("image.finetune.finetune.beta2", 1.0, "1.0 is outside [0, 1)"),
+    ("image.finetune.finetune.eval_min_interval_steps", -1, "-1 is outside [0, inf]"),
+    ("image.finetune.finetune.min_steps", -1, "-1 is outside [0, inf]"),
+    ("image.finetune.finetune.patience", 0, "0 is outside [1, inf]"),
+    ("image.finetune.finetune.time_budget_s", 0.0, "0.0 is outside (0, inf]"),
+    # was tests/evaluation/test_eval_finetune.py: FinetuneConfig(pool="max")
+    ("image.finetune.finetune.pool", "max", "'max' is not one of 'mean' or 'cls'"),
+    (
+        "image.finetune.finetune.head_norm",
+        "group",
+        "'group' is not one of 'none', 'batch' or 'layer'",
+    ),
+    ("image.finetune.finetune.image_max_shift", -1, "-1 is outside [0, inf]"),
+    ("speech.finetune.finetune.speech_gain_db", -2.0, "-2.0 is outside [0, inf]"),
+    ("image.finetune.finetune.threads", 0, "0 is outside [1, inf]"),
+    ("image.finetune.finetune.device", "tpu", "'tpu' is not one of 'cpu', 'cuda' or 'auto'"),
+    ("speech.finetune.raw_baseline.sample_rate", 0, "0 is outside [1, inf]"),
+    ("speech.finetune.raw_baseline.n_mels", 0, "0 is outside [1, inf]"),
+    ("speech.finetune.raw_baseline.win_ms", 0.0, "0.0 is outside (0, inf]"),
+    ("speech.finetune.raw_baseline.hop_ms", -10.0, "-10.0 is outside (0, inf]"),
+    ("speech.finetune.raw_baseline.log_eps", 0.0, "0.0 is outside (0, inf]"),
+    ("text.finetune.raw_baseline.ngram_max", 0, "0 is outside [1, inf]"),
+    ("text.finetune.raw_baseline.min_df", 0, "0 is outside [1, inf]"),
+    ("speech.finetune.raw_baseline.n_fft", 256, "256 is shorter than the window (400 samples)"),
+]
+
+
+def _set(tree: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+@pytest.mark.parametrize(("path", "value", "message"), LIBRARY_RANGES)
+def test_ranges_the_library_no_longer_repeats_are_refused_at_their_path(
+    base_params, path, value, message
+):
+    _set(base_params, path, value)
+    assert _problems(base_params) == {path: message}
+
+
+def test_max_steps_below_min_steps_is_named(base_params):
+    # was tests/evaluation/test_eval_finetune.py: FinetuneConfig(min_steps=500, max_steps=100)
+    _set(base_params, "image.finetune.finetune.min_steps", 500)
+    _set(base_params, "image.finetune.finetune.max_steps", 100)
+    assert _problems(base_params) == {"image.finetune.finetune.max_steps": "100 < min_steps 500"}
+
+
 def test_defaults_come_from_the_library():
     train = Train()
     for f in dataclasses.fields(lib.TrainConfig):

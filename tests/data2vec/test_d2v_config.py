@@ -73,3 +73,18 @@ def test_short_run_tau_rule_matches_spec_example() -> None:
     assert cfg.ema_decay == pytest.approx(0.9)
     assert cfg.ema_end_decay == pytest.approx(0.98)
     assert cfg.ema_anneal_end_step == 150  # tau_n/T kept at 7.5%
+
+
+def test_the_library_keeps_only_the_checks_its_code_needs() -> None:
+    """Ranges are the parameter schema's (tests/test_params_schema.py); a direct caller still
+    gets a named error where the code would otherwise build a wrong shape or divide by zero."""
+    with pytest.raises(ConfigError, match="image_size 30 not divisible by patch_size 7"):
+        encoder_config_from_dict("image", {"image_size": 30})
+    with pytest.raises(ConfigError, match="projection_layers must be 1 or 2"):
+        method_config_from_dict("data2vec2", "text", {"decoder": {"projection_layers": 3}})
+    with pytest.raises(ConfigError, match="clones must be >= 1, got 0"):
+        method_config_from_dict("data2vec2", "speech", {"clones": 0})
+    with pytest.raises(ConfigError, match="block_size must be >= 1, got 0"):
+        method_config_from_dict("data2vec2", "image", {"mask": {"block_size": 0}})
+    with pytest.raises(ConfigError, match="log_every must be >= 1, got 0"):
+        train_config_from_dict({"log_every": 0})

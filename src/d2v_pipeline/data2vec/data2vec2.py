@@ -44,7 +44,7 @@ class ConvDecoder(nn.Module):
         super().__init__()
         width = cfg.dim or dim
         for name, channels in (("encoder dim", dim), ("decoder dim", width)):
-            if channels % cfg.groups:
+            if cfg.groups < 1 or channels % cfg.groups:
                 raise ValueError(
                     f"{name} {channels} is not divisible by decoder groups {cfg.groups}"
                 )

@@ -1,7 +1,8 @@
 """``<m>.pretrain`` (conf/base/parameters_pretrain.yml): encoder, training budget, methods.
 
 Each block mirrors a dataclass of the data2vec library (``d2v_pipeline.data2vec.config``), key
-for key, with that dataclass's defaults; the library keeps its own checks for direct users.
+for key, with that dataclass's defaults. Ranges live here only; the library keeps just the checks
+its code needs (shapes that must divide, values from the data).
 Spec references are to shared/docs/data2vec.md.
 """
 

@@ -38,6 +38,8 @@ class SpeechEncoderConfig(cb.EncoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # shapes: one stride per kernel, position convs split dim into groups, odd kernels keep
+        # the length, and the data's clip length must yield frames (the schema never sees it)
         cb.require(len(self.conv_kernels) == len(self.conv_strides), "conv_kernels/strides differ")
         cb.require(self.dim % self.pos_conv_groups == 0, "dim not divisible by pos_conv_groups")
         cb.require(self.pos_conv_kernel % 2 == 1, "pos_conv_kernel must be odd ('same' padding)")

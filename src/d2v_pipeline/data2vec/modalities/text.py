@@ -35,6 +35,7 @@ class TextEncoderConfig(cb.EncoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # from the tokenizer, not the parameters: ids outside the vocabulary break the embedding
         cb.require(self.vocab_size > 1, f"vocab_size must be > 1, got {self.vocab_size}")
         for name in ("pad_id", "mask_id", "cls_id"):
             v = getattr(self, name)
@@ -58,7 +59,7 @@ class TextMaskConfig(cb.MaskConfig):
     leave_unmasked_prob: float = 0.1
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        # the two shares split the masked tokens; above 1 the mask silently changes meaning
         cb.require(self.random_token_prob + self.leave_unmasked_prob <= 1.0, "random+unmasked > 1")
 
 
