@@ -17,7 +17,6 @@ with a warning and training resumes from the previous checkpoint or from scratch
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import struct
@@ -31,6 +30,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from artefact_check import assert_unchanged, snapshot
 from kedro.io import DatasetError
 from PIL import Image
 
@@ -55,14 +55,6 @@ from d2v_pipeline.pipelines.finetune.nodes import evaluate_encoder
 from d2v_pipeline.sources.image import read_image_folder
 from d2v_pipeline.sources.speech import read_wav_folder
 from d2v_pipeline.sources.text import read_text_table
-
-# conftest.py is not importable by name (several folders have one); load its helpers by path
-_spec = importlib.util.spec_from_file_location(
-    "bad_inputs_conftest", Path(__file__).parent / "conftest.py"
-)
-_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conftest)
-snapshot, assert_unchanged = _conftest.snapshot, _conftest.assert_unchanged
 
 REBUILD = "kedro run --namespaces image --pipelines pretrain"
 ENC_CFG = ImageEncoderConfig(

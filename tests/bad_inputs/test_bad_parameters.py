@@ -10,7 +10,6 @@ run-info hook and every node).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -18,18 +17,11 @@ from typing import Any
 
 import pytest
 import yaml
+from artefact_check import assert_unchanged, snapshot
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from d2v_pipeline.schema import ParameterError
-
-# conftest.py is not importable by name (several folders have one); load its helpers by path
-_spec = importlib.util.spec_from_file_location(
-    "bad_inputs_conftest", Path(__file__).parent / "conftest.py"
-)
-_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conftest)
-snapshot, assert_unchanged = _conftest.snapshot, _conftest.assert_unchanged
 
 PARAMS = "--params"
 LOCAL_PRETRAIN = "conf/local/parameters_pretrain.yml"
