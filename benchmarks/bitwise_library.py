@@ -38,7 +38,8 @@ VOCAB, PAD, MASK, CLS, EOS, SEQ_LEN = 120, 0, 1, 2, 3, 32
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over (name, dtype, shape, raw bytes) of every tensor, in key order."""
+    """sha256 over (name, dtype, shape, raw bytes) of every tensor, in key order (its own copy
+    of io.tensors_sha256: the script also runs against trees that predate that function)."""
     digest = hashlib.sha256()
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()

@@ -98,8 +98,9 @@ def tensors_sha256(tensors: Mapping[str, Any]) -> str:
 
     Dtype and shape are hashed with the bytes, so a reshaped or re-typed tensor with the same
     bytes is caught too. Independent of the file's header, so the value is the same before a
-    save and after a load (and equals ingest's ``content_hash`` formula and
-    benchmarks/weights_fingerprint.py).
+    save and after a load. Ingest's ``content_hash`` is this hash;
+    benchmarks/weights_fingerprint.py recomputes it on its own (it must not import the tree
+    it checks).
     """
     import torch
 

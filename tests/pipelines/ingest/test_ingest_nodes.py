@@ -11,6 +11,7 @@ import torch
 import yaml
 from tokenizers import Tokenizer
 
+from d2v_pipeline.io import tensors_sha256
 from d2v_pipeline.pipelines.ingest import nodes
 from d2v_pipeline.pipelines.ingest.nodes import IngestParameterError
 
@@ -151,7 +152,7 @@ def test_image_input_is_normalised_with_train_statistics(image_run):
     np.testing.assert_allclose(model_input["val.x"].numpy() * std + mean, raw_val, atol=1e-5)
     assert info["input_shape"] == [1, 28, 28] and info["num_classes"] == 10
     assert info["counts"] == {"train": 420, "val": 60, "test": 120}
-    assert info["content_hash"] == nodes.tensor_dict_hash(model_input)
+    assert info["content_hash"] == tensors_sha256(model_input)
 
 
 def test_label_subsets_are_nested_stratified_and_sorted(image_run):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from d2v_pipeline.io import sha256_bytes
+from d2v_pipeline.io import tensors_sha256
 from d2v_pipeline.pipelines.ingest.params import (  # noqa: F401 (re-exported for callers)
     IngestConfig,
     IngestParameterError,
@@ -41,16 +41,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 SourceData = ImageData | SpeechData | TextData
-
-
-def tensor_dict_hash(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over keys, dtypes, shapes and bytes (order independent of dict order)."""
-    chunks = []
-    for key in sorted(tensors):
-        t = tensors[key].detach().cpu().contiguous()
-        chunks.append(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        chunks.append(t.numpy().tobytes())
-    return sha256_bytes(*chunks)
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -181,7 +171,7 @@ def _info(data: SourceData, cfg: IngestConfig, tensors: dict, counts: dict, **ex
         "class_names": list(data.class_names),
         "input_shape": list(tensors["train.x"].shape[1:]),
         "source": data.source,
-        "content_hash": tensor_dict_hash(tensors),
+        "content_hash": tensors_sha256(tensors),
         "counts": counts,
         "seed": cfg.split.seed,
         "val_fraction": cfg.split.val_fraction,
