@@ -156,20 +156,6 @@ def save_training_state(
     return save_checkpoint(path, tensors, {**meta, "optimizer": opt_meta}, keep_previous=True)
 
 
-def load_training_state(
-    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
-) -> dict[str, Any]:
-    """Restore ``model`` and ``optimizer`` in place from ``path``; returns the JSON meta.
-
-    All or nothing: when the file does not fit (CheckpointError), ``model`` and ``optimizer``
-    are put back as they were, so a caller can fall back to another checkpoint or a fresh
-    start with exactly the fresh initialisation.
-    """
-    tensors, meta = load_checkpoint(path)
-    _restore_all_or_nothing(path, tensors, meta, model, optimizer)
-    return meta
-
-
 def _restore_all_or_nothing(
     path: str | Path,
     tensors: dict[str, Tensor],
@@ -177,6 +163,9 @@ def _restore_all_or_nothing(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
 ) -> None:
+    """Restore ``model`` and ``optimizer`` in place; when the file does not fit
+    (CheckpointError), both are put back as they were, so the caller can fall back to another
+    checkpoint or a fresh start with exactly the fresh initialisation."""
     model_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt_before = optimizer.state_dict()
     try:
