@@ -11,11 +11,13 @@ an old checkout can be measured without installing it)::
 
 Settings: conf/base/parameters_pretrain.yml with conf/smoke/parameters_pretrain.yml merged
 over it (the smoke run's sizes and step counts); the method's own ``train`` block overrides
-the shared one, as in the pretraining pipeline. Data: deterministic tensors from a seeded
-generator shaped like the ingested data (28×28 one-channel images, 1 s of 16 kHz audio,
-padded token rows with <cls>/<eos>), so no data download is needed. Only the library's
-public API is used (``d2v_pipeline.data2vec`` and ``d2v_pipeline.evaluation``), the same in
-both versions. ``--compare`` exits 1 and names every fingerprint that differs.
+the shared one, as in the pretraining pipeline. Threads: 2 per run, the committed default
+(``train.threads`` / ``FinetuneConfig.threads`` in trees before issue 13, a ``Runtime`` in
+trees after it, where the device and threads left those configs). Data: deterministic tensors
+from a seeded generator shaped like the ingested data (28×28 one-channel images, 1 s of
+16 kHz audio, padded token rows with <cls>/<eos>), so no data download is needed. Only the
+library's public API is used (``d2v_pipeline.data2vec`` and ``d2v_pipeline.evaluation``), the
+same in both versions. ``--compare`` exits 1 and names every fingerprint that differs.
 """
 
 from __future__ import annotations
@@ -95,18 +97,33 @@ def encoder_dict(modality: str, params: dict[str, Any]) -> dict[str, Any]:
     return {**params["encoder"], **from_data}
 
 
+THREADS = 2  # the committed default of every run
+
+
+def runtime_kwargs() -> dict[str, Any]:
+    """``runtime=Runtime(threads=2)`` for a library that has a Runtime (issue 13 on), else {}."""
+    import d2v_pipeline.data2vec as d2v
+
+    runtime = getattr(d2v, "Runtime", None)
+    return {} if runtime is None else {"runtime": runtime(threads=THREADS)}
+
+
 def pretrain_case(modality: str, method: str) -> tuple[str, Any]:
     import d2v_pipeline.data2vec as d2v
 
     params = smoke_params(modality)
     block = dict(params.get(method) or {})
     train = {**params["train"], **block.pop("train", {})}
+    for key in ("threads", "device"):  # a Runtime's since issue 13 (conf of either age)
+        train.pop(key, None)
+    if not runtime_kwargs():
+        train["threads"] = THREADS
     enc_cfg = d2v.encoder_config_from_dict(modality, encoder_dict(modality, params))
     method_cfg = d2v.method_config_from_dict(method, modality, block)
     train_cfg = d2v.train_config_from_dict(train)
     model = d2v.build_pretrain_model(method, enc_cfg, method_cfg, seed=train_cfg.seed)
     data = synthetic_data(modality, 4 * train_cfg.batch_size, seed=1)
-    result = d2v.pretrain(model, data, train_cfg, progress=False)
+    result = d2v.pretrain(model, data, train_cfg, progress=False, **runtime_kwargs())
     return state_sha256(result.model_state), enc_cfg
 
 
@@ -122,9 +139,13 @@ def finetune_case(modality: str, enc_cfg: Any) -> str:
     am = data.get("attention_mask")
     split = [(data["x"][s], y[s]) + (() if am is None else (am[s],))
              for s in (slice(0, 32), slice(32, 40), slice(40, 48))]  # fmt: skip
-    cfg = FinetuneConfig(epochs=1, batch_size=8, min_steps=8, max_steps=8, patience=None,
-                         eval_min_interval_steps=0, threads=2, layer_decay=0.75)  # fmt: skip
-    res = finetune(encoder, 3, *split, cfg=cfg, progress=False)
+    settings = dict(epochs=1, batch_size=8, min_steps=8, max_steps=8, patience=None,
+                    eval_min_interval_steps=0, layer_decay=0.75)  # fmt: skip
+    extra = runtime_kwargs()
+    if not extra:
+        settings["threads"] = THREADS
+    cfg = FinetuneConfig(**settings)
+    res = finetune(encoder, 3, *split, cfg=cfg, progress=False, **extra)
     return state_sha256(res.model.state_dict())
 
 

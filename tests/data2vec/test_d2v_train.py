@@ -38,7 +38,6 @@ def _cfg(**kw) -> TrainConfig:
         "batch_size": 16,
         "lr": 3e-3,
         "log_every": 10,
-        "threads": 1,
         "checkpoint_every": 0,
         "collapse_grace_steps": 10,
     }
@@ -215,8 +214,8 @@ WORKER = textwrap.dedent(
     import torch
     from safetensors.torch import save_file
     from sklearn.datasets import load_digits
-    from d2v_pipeline.data2vec import (ImageData2VecConfig, ImageEncoderConfig, TrainConfig,
-                                       build_pretrain_model, pretrain)
+    from d2v_pipeline.data2vec import (ImageData2VecConfig, ImageEncoderConfig, Runtime,
+                                       TrainConfig, build_pretrain_model, pretrain)
 
     ckpt_dir, out = sys.argv[1], sys.argv[2]
     x = torch.tensor(load_digits().images[:256], dtype=torch.float32).unsqueeze(1)
@@ -225,10 +224,10 @@ WORKER = textwrap.dedent(
                              dropout=0.1, attention_dropout=0.1)
     model = build_pretrain_model("data2vec", enc, ImageData2VecConfig(ema_decay=0.99,
                                  ema_end_decay=0.999, ema_anneal_end_step=30), seed=7)
-    cfg = TrainConfig(steps=100, batch_size=32, lr=2e-3, seed=7, threads=1, log_every=5,
+    cfg = TrainConfig(steps=100, batch_size=32, lr=2e-3, seed=7, log_every=5,
                       checkpoint_every=5, augment_shift=1)
     r = pretrain(model, {"x": x}, cfg, checkpoint_dir=None if ckpt_dir == "-" else ckpt_dir,
-                 progress=False)
+                 progress=False, runtime=Runtime(threads=1))
     save_file(r.model_state, out)
     with open(out + ".json", "w") as f:
         json.dump({"resumed_from_step": r.resumed_from_step,

@@ -347,7 +347,6 @@ def _train_cfg(**kw) -> TrainConfig:
         "batch_size": 8,
         "lr": 3e-3,
         "log_every": 5,
-        "threads": 1,
         "checkpoint_every": 0,
         "collapse_grace_steps": 5,
     }

@@ -9,6 +9,9 @@ Spec: docs/data2vec.md. Typical use::
     encoder = load_encoder(enc_cfg, result.encoder_state)
 
 data2vec 2.0 is the method "data2vec2" (config: ``method_config_from_dict("data2vec2", m, d)``).
+Where a run executes (device, precision, compile, threads, data-parallel processes) is a
+:class:`Runtime` (``pretrain(..., runtime=runtime_from_dict(params["runtime"]))``); several
+processes are started with ``launch(fn, runtime, ...)`` (:mod:`.runtime`).
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -81,6 +84,14 @@ from .models import (
     build_pretrain_model,
     model_flops_per_step,
 )
+from .runtime import (
+    DistInfo,
+    DistributedRunError,
+    Runtime,
+    dist_info,
+    launch,
+    runtime_from_dict,
+)
 from .targets import masked_std, normalize_layer, top_k_targets
 from .train import PretrainResult, derive_seed, lr_at, pack_sequences, pretrain
 
@@ -93,6 +104,8 @@ __all__ = [
     "Data2Vec2Config",
     "Data2VecConfig",
     "DecoderConfig",
+    "DistInfo",
+    "DistributedRunError",
     "EMATeacher",
     "Encoder",
     "EncoderConfig",
@@ -110,6 +123,7 @@ __all__ = [
     "PretrainModel",
     "PretrainResult",
     "ReconConfig",
+    "Runtime",
     "SpeechData2Vec2Config",
     "SpeechData2VecConfig",
     "SpeechDecoderConfig",
@@ -138,11 +152,13 @@ __all__ = [
     "data2vec_config_from_dict",
     "default_method_config",
     "derive_seed",
+    "dist_info",
     "ema_decay_at",
     "encoder_config_from_dict",
     "equal_span_mask",
     "exact_count",
     "inverse_block_mask",
+    "launch",
     "load_checkpoint",
     "load_encoder",
     "lr_at",
@@ -156,6 +172,7 @@ __all__ = [
     "pretrain",
     "random_token_mask",
     "recon_config_from_dict",
+    "runtime_from_dict",
     "save_checkpoint",
     "span_mask",
     "top_k_targets",

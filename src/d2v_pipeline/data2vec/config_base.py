@@ -191,7 +191,11 @@ class ReconConfig:
 # ---------------------------------------------------------------- training loop
 @dataclass(kw_only=True)
 class TrainConfig:
-    """One pretraining run. Warmup is a fraction of ``steps``; cosine decay to ``min_lr``."""
+    """One pretraining run. Warmup is a fraction of ``steps``; cosine decay to ``min_lr``.
+
+    Where it runs (device, precision, threads, processes) is not part of it: that is the
+    :class:`~.runtime.Runtime` given to ``pretrain``; ``batch_size`` is the global batch.
+    """
 
     steps: int = 2000
     batch_size: int = 128
@@ -203,8 +207,6 @@ class TrainConfig:
     eps: float = 1e-6
     grad_clip: float = 1.0  # 0 = off
     seed: int = 0
-    threads: int = 2
-    device: str = "cpu"  # "cpu", "cuda" or "auto"
     augment_shift: int = 0  # images only: random shift of up to this many pixels
     # text only: drop the padding and cut the concatenated token stream into full rows
     # (RoBERTa's "full sentences", fairseq's break mode "complete"); see train.pack_sequences

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +28,8 @@ from torch import Tensor, nn
 from .config_base import Data2Vec2Config, DecoderConfig
 from .encoder_base import Encoder
 from .masking import num_kept
-from .model_base import TeacherModel
-from .targets import masked_std, top_k_targets
+from .model_base import Shard, TeacherModel, fp32_targets, zero_loss
+from .targets import masked_std, std_moments, top_k_targets
 
 
 class ConvDecoder(nn.Module):
@@ -133,8 +134,12 @@ class Data2Vec2(TeacherModel):
 
         Text rows with padding are normalised on their real tokens only (instance norm would
         count padding as tokens, spec §1.2), one group of equal-length rows at a time; padded
-        positions get zeros (they are never scored).
+        positions get zeros (they are never scored). fp32 under mixed precision too.
         """
+        with fp32_targets(x.device.type):
+            return self._targets(x, attention_mask, feat)
+
+    def _targets(self, x: Tensor, attention_mask: Tensor | None, feat: Tensor | None) -> Tensor:
         out = self.teacher_output(x, attention_mask, feat)
         c, layers, pm = self.cfg, out.layers, out.padding_mask
         if pm is None or not bool(pm.any()):
@@ -202,12 +207,19 @@ class Data2Vec2(TeacherModel):
         mask: Tensor,
         padding_mask: Tensor | None = None,
         generator: torch.Generator | None = None,
+        shard: Shard | None = None,
     ) -> Tensor:
         """(B·M, T, D) decoder predictions for every position; masked slots start as
-        N(0, mask_noise_std²) noise (spec §5 item 4). ``padding_mask`` is per sample (B, T)."""
+        N(0, mask_noise_std²) noise (spec §5 item 4). ``padding_mask`` is per sample (B, T).
+        With a ``shard`` the noise is drawn for the global batch and this rank's rows kept."""
         b, t = mask.shape
         d = visible.tokens.shape[-1]
-        noise = torch.randn(b, t, d, generator=generator) * self.cfg.mask_noise_std
+        if shard is None:
+            noise = torch.randn(b, t, d, generator=generator) * self.cfg.mask_noise_std
+        else:
+            rows = shard.global_size * self.cfg.clones
+            noise = torch.randn(rows, t, d, generator=generator) * self.cfg.mask_noise_std
+            noise = noise[shard.rows.start * self.cfg.clones : shard.rows.stop * self.cfg.clones]
         full = noise.to(device=visible.tokens.device, dtype=visible.tokens.dtype)
         rows = torch.arange(b, device=mask.device)[:, None].expand_as(visible.keep_idx)
         cols, vals = visible.keep_idx, visible.tokens
@@ -229,13 +241,25 @@ class Data2Vec2(TeacherModel):
         return targets[rows // self.cfg.clones, cols]
 
     def loss_from_outputs(
-        self, pred: Tensor, cls: Tensor | None, targets: Tensor, mask: Tensor
-    ) -> tuple[Tensor, dict[str, float]]:
+        self,
+        pred: Tensor,
+        cls: Tensor | None,
+        targets: Tensor,
+        mask: Tensor,
+        denominator: int | None = None,
+        cls_rows: int | None = None,
+    ) -> tuple[Tensor, dict[str, Any]]:
         """L2 summed over D (× 1/sqrt(D) unless ``loss_scale``), summed over masked tokens,
         divided by their number (FS). Images add ``cls_loss`` × the CLS regression to the mean
         patch target, summed over the B·M clone rows and NOT divided by the masked count: FS
         scales its CLS term by ``cls_loss · sample_size`` before the criterion divides every
-        term by ``sample_size`` (the masked-token count)."""
+        term by ``sample_size`` (the masked-token count).
+
+        ``denominator`` / ``cls_rows`` (data parallelism): the global masked count and clone
+        rows; the loss is then this rank's sum over the global count (the CLS sum stays a
+        sum), and the stats are summable over ranks."""
+        if denominator is not None:
+            return self._shard_loss(pred, cls, targets, mask, denominator, cls_rows or 0)
         p = pred[mask]
         if p.shape[0] == 0:  # nothing masked: nothing to learn
             return pred.sum() * 0.0, {"target_std": math.nan, "pred_std": math.nan}
@@ -251,17 +275,53 @@ class Data2Vec2(TeacherModel):
             stats["cls_loss"] = float(cls_err.detach()) / cls.shape[0]
         return loss, stats
 
+    def _shard_loss(
+        self,
+        pred: Tensor,
+        cls: Tensor | None,
+        targets: Tensor,
+        mask: Tensor,
+        denominator: int,
+        cls_rows: int,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """This rank's part of :meth:`loss_from_outputs` (same terms, global divisors)."""
+        p = pred[mask]
+        y = self.masked_targets(targets, mask)
+        stats: dict[str, Any] = {"target_std": std_moments(y), "pred_std": std_moments(p)}
+        d = pred.shape[-1]
+        scale = 1.0 / math.sqrt(d) if self.cfg.loss_scale is None else self.cfg.loss_scale
+        loss = zero_loss(pred)
+        if denominator > 0:
+            loss = (p.float() - y).pow(2).sum() * scale / denominator
+        if cls is not None and self.cfg.cls_loss > 0:
+            cls_y = targets.mean(1).repeat_interleave(self.cfg.clones, 0)
+            cls_err = (cls.float() - cls_y).pow(2).sum() * scale
+            loss = loss + self.cfg.cls_loss * cls_err
+            stats["cls_loss"] = float(cls_err.detach()) / cls_rows
+        return loss, stats
+
     def training_loss(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+        self,
+        batch: dict[str, Tensor],
+        generator: torch.Generator | None = None,
+        shard: Shard | None = None,
+    ) -> tuple[Tensor, dict[str, Any]]:
         x, am = batch["x"], batch.get("attention_mask")
         feat, padding_mask = self.encoder.embed(x, am)
         shared = feat.detach() if self.modality_ops.teacher_shares_frontend else None
         targets = self.compute_targets(x, am, shared)  # once per sample, not per clone
-        mask = self.draw_mask(batch, generator)
+        if shard is None:
+            mask = self.draw_mask(batch, generator)
+            visible = self.encode_visible(feat, padding_mask, mask)
+            pred = self.decode(visible, mask, padding_mask, generator)
+            return self.loss_from_outputs(pred, visible.cls, targets, mask)
+        # the global batch's masks and noise, as one process draws them; this rank's rows
+        full = self.draw_mask(shard.batch, generator)
+        mask = shard.take(full, per_row=self.cfg.clones)
         visible = self.encode_visible(feat, padding_mask, mask)
-        pred = self.decode(visible, mask, padding_mask, generator)
-        return self.loss_from_outputs(pred, visible.cls, targets, mask)
+        pred = self.decode(visible, mask, padding_mask, generator, shard)
+        count, rows = int(full.sum()), full.shape[0]
+        return self.loss_from_outputs(pred, visible.cls, targets, mask, count, rows)
 
     # ------------------------------------------------------------ cost
     def visible_tokens(self, input_len: int | None = None) -> int:

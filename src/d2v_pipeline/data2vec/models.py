@@ -12,6 +12,7 @@ the encoder's registered modality (``self.modality_ops``).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +24,8 @@ from .data2vec2 import Data2Vec2
 from .encoder_base import Encoder
 from .encoders import build_encoder
 from .masking import MaskedBatch
-from .model_base import PretrainModel, TeacherModel
-from .targets import masked_std, top_k_targets
+from .model_base import PretrainModel, Shard, TeacherModel, fp32_targets, zero_loss
+from .targets import masked_std, std_moments, top_k_targets
 
 
 def _regression_head(dim: int, layers: int) -> nn.Module:
@@ -54,10 +55,12 @@ class Data2Vec(TeacherModel):
     def compute_targets(
         self, x: Tensor, attention_mask: Tensor | None = None, feat: Tensor | None = None
     ) -> Tensor:
-        """(B, T, D) fp32 targets from the teacher on the UNMASKED input (spec §1 step 3-4)."""
-        out = self.teacher_output(x, attention_mask, feat)
-        c = self.cfg
-        return top_k_targets(out.layers, c.top_k, c.target_layer_norm, c.target_final_norm)
+        """(B, T, D) fp32 targets from the teacher on the UNMASKED input (spec §1 step 3-4);
+        fp32 under mixed precision too (autocast is switched off here)."""
+        with fp32_targets(x.device.type):
+            out = self.teacher_output(x, attention_mask, feat)
+            c = self.cfg
+            return top_k_targets(out.layers, c.top_k, c.target_layer_norm, c.target_final_norm)
 
     def forward_parts(self, batch: dict[str, Tensor], masked: MaskedBatch) -> tuple[Tensor, Tensor]:
         """(student final tokens (B, T, D), targets (B, T, D))."""
@@ -68,12 +71,16 @@ class Data2Vec(TeacherModel):
         return student, self.compute_targets(batch["x"], am, shared)
 
     def loss_from_outputs(
-        self, student: Tensor, targets: Tensor, scored: Tensor
-    ) -> tuple[Tensor, dict[str, float]]:
-        """Regression loss on scored (masked) positions only (spec §1.3)."""
+        self, student: Tensor, targets: Tensor, scored: Tensor, denominator: int | None = None
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Regression loss on scored (masked) positions only (spec §1.3): the mean over the
+        scored tokens. ``denominator`` (data parallelism): the global scored count; the loss
+        is then this rank's sum over that count, and the stats are summable over ranks."""
         c = self.cfg
         pred = self.head(student[scored])  # head only on masked tokens: [N_masked, D]
         y = targets[scored]
+        if denominator is not None:
+            return self._shard_loss(student, pred, y, denominator)
         if pred.shape[0] == 0:  # no masked token in the batch: nothing to learn
             return student.sum() * 0.0, {"target_std": math.nan, "pred_std": math.nan}
         if c.loss_beta == 0:
@@ -86,12 +93,36 @@ class Data2Vec(TeacherModel):
         stats = {"target_std": float(masked_std(y)), "pred_std": float(masked_std(pred))}
         return loss, stats
 
+    def _shard_loss(
+        self, student: Tensor, pred: Tensor, y: Tensor, denominator: int
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """This rank's part of :meth:`loss_from_outputs`: Σ_local per-token loss / global count
+        (no early return on an empty shard: every rank must report the same stats)."""
+        c = self.cfg
+        stats = {"target_std": std_moments(y), "pred_std": std_moments(pred)}
+        if denominator == 0:  # no masked token in the global batch: nothing to learn
+            return zero_loss(student), stats
+        if c.loss_beta == 0:
+            err = F.mse_loss(pred.float(), y, reduction="none")
+        else:
+            err = F.smooth_l1_loss(pred.float(), y, reduction="none", beta=c.loss_beta)
+        per_token = err.sum(-1) if c.loss_reduce == "sum" else err.mean(-1)
+        scale = 1.0 / math.sqrt(pred.shape[-1]) if c.loss_scale is None else c.loss_scale
+        return per_token.sum() / denominator * scale, stats
+
     def training_loss(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
-        masked = self.make_mask(batch, generator, scored="masked")
+        self,
+        batch: dict[str, Tensor],
+        generator: torch.Generator | None = None,
+        shard: Shard | None = None,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        if shard is None:
+            masked = self.make_mask(batch, generator, scored="masked")
+            student, targets = self.forward_parts(batch, masked)
+            return self.loss_from_outputs(student, targets, masked.scored)
+        masked, count = self.make_shard_mask(shard, generator, scored="masked")
         student, targets = self.forward_parts(batch, masked)
-        return self.loss_from_outputs(student, targets, masked.scored)
+        return self.loss_from_outputs(student, targets, masked.scored, denominator=count)
 
     def flops_per_step(self, batch_size: int, input_len: int | None = None) -> int:
         """nanoGPT-style model FLOPs: 3× student forward (fwd + bwd) + 1× teacher forward."""
@@ -121,17 +152,23 @@ class MaskedReconstruction(PretrainModel):
         return self.modality_ops.recon_targets(self.encoder, x, self.cfg.norm_target)
 
     def training_loss(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+        self,
+        batch: dict[str, Tensor],
+        generator: torch.Generator | None = None,
+        shard: Shard | None = None,
+    ) -> tuple[Tensor, dict[str, Any]]:
         x = batch["x"]
-        masked = self.make_mask(batch, generator, scored="selected")
+        if shard is None:
+            masked, count = self.make_mask(batch, generator, scored="selected"), None
+        else:
+            masked, count = self.make_shard_mask(shard, generator, scored="selected")
         out = self.encoder(masked.student_x, batch.get("attention_mask"), mask=masked.mask)
         h = out.tokens[masked.scored]
-        if h.shape[0] == 0:
+        if h.shape[0] == 0 and shard is None:
             return out.tokens.sum() * 0.0, {"target_std": math.nan, "pred_std": math.nan}
         pred = self.head(h)
         return self.modality_ops.recon_loss(
-            self.encoder, pred, x, masked.scored, self.cfg.norm_target
+            self.encoder, pred, x, masked.scored, self.cfg.norm_target, denominator=count
         )
 
     def flops_per_step(self, batch_size: int, input_len: int | None = None) -> int:

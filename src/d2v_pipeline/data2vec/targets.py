@@ -52,3 +52,26 @@ def masked_std(y: Tensor) -> Tensor:
     if y.shape[0] < 2:
         return y.new_tensor(float("nan"))
     return torch.sqrt(y.var(dim=0) + 1e-6).mean()
+
+
+# ---------------------------------------------------------------- data-parallel statistics
+@torch.no_grad()
+def std_moments(y: Tensor) -> Tensor:
+    """(1 + 2D,) float64 [N, Σy, Σy²] of the (N, D) rows of ``y``: summed over ranks they
+    give :func:`masked_std` of all ranks' rows together (:func:`std_from_moments`)."""
+    y = y.detach().double().reshape(-1, y.shape[-1])
+    n = y.new_tensor([float(y.shape[0])])
+    return torch.cat([n, y.sum(0), y.pow(2).sum(0)])
+
+
+def std_from_moments(m: Tensor) -> float:
+    """:func:`masked_std` (unbiased variance per channel, eps 1e-6, mean over channels) from
+    summed :func:`std_moments`; NaN for fewer than 2 rows, as masked_std. Equal to it up to
+    float rounding (another summation order), which is all a logged statistic needs."""
+    n = float(m[0])
+    if n < 2:
+        return float("nan")
+    d = (m.numel() - 1) // 2
+    s1, s2 = m[1 : 1 + d], m[1 + d :]
+    var = ((s2 - s1 * s1 / n) / (n - 1)).clamp_min(0.0)
+    return float(torch.sqrt(var + 1e-6).mean())

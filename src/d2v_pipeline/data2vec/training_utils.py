@@ -1,10 +1,11 @@
 """Training helpers shared by pretraining (:mod:`.train`) and fine-tuning
 (:mod:`d2v_pipeline.evaluation.finetune`), so the two loops cannot drift apart: the learning
-rate schedule, the device and CPU setup of a run, seed derivation, the optimiser step and the
+rate schedule, the CPU setup of a run, seed derivation, the optimiser step and the
 generator-driven image shift.
 
 Every random draw takes an explicit ``torch.Generator``: a transform on the global RNG would
-make a resumed run differ from an uninterrupted one (bitwise resume, :mod:`.train`).
+make a resumed run differ from an uninterrupted one (bitwise resume, :mod:`.train`). The
+device, precision and process group of a run are :mod:`.runtime`'s.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor
+
+from .runtime import sum_gradients_
 
 
 # ---------------------------------------------------------------- seeds
@@ -40,17 +43,7 @@ def warmup_cosine_lr(step: int, total: int, warmup: int, peak: float, min_lr: fl
     return min_lr + 0.5 * (peak - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-# ---------------------------------------------------------------- device and CPU setup
-def resolve_device(name: str, key: str = "device") -> torch.device:
-    """``name`` "cpu", "cuda" or "auto" (CUDA when available) as a device; ``key`` names the
-    setting in the error when CUDA is asked for but missing."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{key} is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
+# ---------------------------------------------------------------- CPU setup
 @contextmanager
 def training_run(threads: int | None, seed: int | None = None) -> Iterator[None]:
     """The CPU setup of one training run, undone after it where torch allows.
@@ -81,15 +74,45 @@ def decays(p: Tensor) -> bool:
 
 
 def optimizer_step(
-    loss: Tensor, opt: torch.optim.Optimizer, params: Iterable[Tensor], grad_clip: float
-) -> None:
+    loss: Tensor,
+    opt: torch.optim.Optimizer,
+    params: Iterable[Tensor],
+    grad_clip: float,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    sum_grads: bool = False,
+) -> bool:
     """Backward ``loss``, clip the global gradient norm of ``params`` to ``grad_clip``
-    (0 = no clipping) and step ``opt``."""
+    (0 = no clipping) and step ``opt``; returns whether the step was taken.
+
+    ``sum_grads`` (data parallelism, each rank's loss a part of the global one): the gradients
+    are summed over ranks before clipping, so every rank clips and steps identically.
+    ``scaler`` (fp16): backward of the scaled loss, unscale before clipping (the threshold is
+    in true gradient units); the scaler skips a step whose gradients hold inf/NaN and lowers
+    its scale, and this returns False. Without either, the plain single-process step.
+    """
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None and not sum_grads:
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        return True
+    params = list(params)
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    if sum_grads:
+        sum_gradients_(params)
+    if scaler is not None:
+        scaler.unscale_(opt)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    opt.step()
+    if scaler is None:
+        opt.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(opt)
+    scaler.update()
+    return scaler.get_scale() >= scale  # the scale only drops after an inf/NaN step
 
 
 # ---------------------------------------------------------------- augmentation

@@ -11,7 +11,7 @@ the training loop ask that object; none of them tests an encoder's type.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .. import config_base as cb  # the modality-neutral config bases
 from ..encoder_base import Encoder
 from ..masking import MaskedBatch
-from ..targets import masked_std
+from ..targets import masked_std, std_moments
 
 Batch = dict[str, Tensor]  # {"x", optional "attention_mask"}
 
@@ -119,11 +119,25 @@ class Modality(ABC):
         """Spec §10.2: (B, T, ...) per-token reconstruction targets of input ``x``."""
 
     def recon_loss(
-        self, encoder: Encoder, pred: Tensor, x: Tensor, scored: Tensor, norm_target: bool
-    ) -> tuple[Tensor, dict[str, float]]:
+        self,
+        encoder: Encoder,
+        pred: Tensor,
+        x: Tensor,
+        scored: Tensor,
+        norm_target: bool,
+        denominator: int | None = None,
+    ) -> tuple[Tensor, dict[str, Any]]:
         """Spec §10.2 regression: MSE between ``pred`` (N_scored, P) and the targets at the
-        ``scored`` positions."""
+        ``scored`` positions. ``denominator`` (data parallelism): the global scored count;
+        the loss is then this rank's squared-error sum over (count · P), and the stats are
+        summable over ranks."""
         y = self.recon_targets(encoder, x, norm_target)[scored]
+        if denominator is not None:
+            stats = {"target_std": std_moments(y), "pred_std": std_moments(pred)}
+            if denominator == 0:
+                return pred.sum() * 0.0, stats
+            loss = F.mse_loss(pred.float(), y, reduction="sum") / (denominator * y.shape[-1])
+            return loss, stats
         loss = F.mse_loss(pred.float(), y)
         return loss, {"target_std": float(masked_std(y)), "pred_std": float(masked_std(pred))}
 

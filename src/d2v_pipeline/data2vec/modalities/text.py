@@ -6,7 +6,7 @@ for v2 (spec §3), copied embeddings in the teacher (spec §2), a 1-D decoder wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -248,9 +248,23 @@ class TextModality(Modality):
         return x
 
     def recon_loss(
-        self, encoder: Encoder, pred: Tensor, x: Tensor, scored: Tensor, norm_target: bool
-    ) -> tuple[Tensor, dict[str, float]]:
-        """Spec §10.2 (BERT): cross-entropy of the logits against the original ids."""
+        self,
+        encoder: Encoder,
+        pred: Tensor,
+        x: Tensor,
+        scored: Tensor,
+        norm_target: bool,
+        denominator: int | None = None,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Spec §10.2 (BERT): cross-entropy of the logits against the original ids, the mean
+        over scored tokens. ``denominator`` (data parallelism): the global scored count; loss
+        and accuracy are then this rank's sums over it."""
         labels = self.recon_targets(encoder, x, norm_target)[scored]
+        if denominator is not None:
+            if denominator == 0:
+                return pred.sum() * 0.0, {"accuracy": float("nan")}  # as on every rank
+            loss = F.cross_entropy(pred.float(), labels, reduction="sum") / denominator
+            correct = float((pred.argmax(-1) == labels).sum())
+            return loss, {"accuracy": correct / denominator}
         loss = F.cross_entropy(pred.float(), labels)
         return loss, {"accuracy": float((pred.argmax(-1) == labels).float().mean())}
