@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from d2v_pipeline.data2vec.runtime import Runtime
 from d2v_pipeline.evaluation.finetune import (
     Classifier,
     FinetuneConfig,
@@ -24,7 +25,8 @@ from d2v_pipeline.evaluation.finetune import (
 )
 
 # fast settings for tests: no step floor/cap, a larger lr than the default (tiny data)
-FAST = {"min_steps": 0, "max_steps": None, "lr": 3e-3, "threads": 1, "eval_min_interval_steps": 0}
+FAST = {"min_steps": 0, "max_steps": None, "lr": 3e-3, "eval_min_interval_steps": 0}
+ONE_THREAD = Runtime(threads=1)  # device/threads/precision live in the Runtime
 
 
 def _splits(d, n_train=None):
@@ -41,7 +43,7 @@ def test_finetune_beats_chance_and_restores_best_val_state(make_encoder, digits)
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     # head_norm="batch": standardised pooled features learn faster at this tiny budget
     cfg = FinetuneConfig(epochs=15, patience=3, head_norm="batch", **FAST)
-    res = finetune(enc, 10, *_splits(digits, 400), cfg, progress=False)
+    res = finetune(enc, 10, *_splits(digits, 400), cfg, progress=False, runtime=ONE_THREAD)
     assert res.test_accuracy > 0.2  # chance is 0.1
     vals = [c["val_acc"] for c in res.curve]
     assert res.best_val_accuracy == max(vals)
@@ -62,13 +64,12 @@ def test_finetune_beats_chance_and_restores_best_val_state(make_encoder, digits)
 def test_same_seed_same_result_other_seed_differs(make_encoder, digits):
     cfg = FinetuneConfig(epochs=2, seed=3, **FAST)
     splits = _splits(digits, 160)
-    a = finetune(make_encoder("image"), 10, *splits, cfg, progress=False)
-    b = finetune(make_encoder("image"), 10, *splits, cfg, progress=False)
+    a = finetune(make_encoder("image"), 10, *splits, cfg, progress=False, runtime=ONE_THREAD)
+    b = finetune(make_encoder("image"), 10, *splits, cfg, progress=False, runtime=ONE_THREAD)
     assert a.curve == b.curve
     assert a.test_accuracy == b.test_accuracy and a.confusion == b.confusion
-    c = finetune(
-        make_encoder("image"), 10, *splits, FinetuneConfig(epochs=2, seed=4, **FAST), progress=False
-    )
+    cfg4 = FinetuneConfig(epochs=2, seed=4, **FAST)
+    c = finetune(make_encoder("image"), 10, *splits, cfg4, progress=False, runtime=ONE_THREAD)
     assert [x["train_loss"] for x in c.curve] != [x["train_loss"] for x in a.curve]
 
 
@@ -94,6 +95,7 @@ def test_text_finetune_with_padding_learns_a_token_rule(make_encoder):
         test,
         FinetuneConfig(epochs=8, **FAST),
         progress=False,
+        runtime=ONE_THREAD,
     )
     assert res.test_accuracy > 0.8
     # length-grouped, padding-trimmed inference predicts exactly what one untrimmed pass does,
@@ -117,7 +119,16 @@ def test_speech_finetune_runs_with_augmentation(make_encoder):
         return (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True), y
 
     cfg = FinetuneConfig(epochs=2, batch_size=16, **FAST)
-    res = finetune(make_encoder("speech"), 2, make(48), make(48), make(48), cfg, progress=False)
+    res = finetune(
+        make_encoder("speech"),
+        2,
+        make(48),
+        make(48),
+        make(48),
+        cfg,
+        progress=False,
+        runtime=ONE_THREAD,
+    )
     assert res.steps == 6 and len(res.curve) == 2
     assert res.test_accuracy > 0.8
 
@@ -142,6 +153,7 @@ def test_speech_finetune_trains_the_conv_front_end(make_encoder):
         make(48),
         FinetuneConfig(epochs=2, batch_size=16, **FAST),
         progress=False,
+        runtime=ONE_THREAD,
     )
     before = dict(encoder.named_parameters())
     changed = {n for n, p in res.model.encoder.named_parameters() if not torch.equal(p, before[n])}
@@ -155,6 +167,7 @@ def test_finetune_returns_the_test_predictions_of_the_restored_weights(make_enco
     res = finetune(
         make_encoder("image"), 10, *_splits(digits, 200),
         FinetuneConfig(epochs=3, patience=1, **FAST), progress=False,
+        runtime=ONE_THREAD,
     )  # fmt: skip
     pred, true = res.test_predictions, digits["test.y"]
     assert pred.dtype == np.int64 and pred.shape == true.shape
@@ -178,9 +191,11 @@ def test_tiny_subsets_get_the_step_floor_and_sparse_validation(make_encoder, dig
     # 40 examples, batch 32 -> 2 steps/epoch; the floor lifts 1 epoch to 60 steps and
     # validation runs every 20 steps rather than every 2
     cfg = FinetuneConfig(
-        epochs=1, min_steps=60, max_steps=None, patience=None, threads=1, eval_min_interval_steps=20
+        epochs=1, min_steps=60, max_steps=None, patience=None, eval_min_interval_steps=20
     )
-    res = finetune(make_encoder("image"), 10, *_splits(digits, 40), cfg, progress=False)
+    res = finetune(
+        make_encoder("image"), 10, *_splits(digits, 40), cfg, progress=False, runtime=ONE_THREAD
+    )
     assert res.steps == res.planned_steps == 60
     assert [c["step"] for c in res.curve] == [20, 40, 60]
     assert [c["epoch"] for c in res.curve] == [10, 20, 30]
@@ -188,7 +203,9 @@ def test_tiny_subsets_get_the_step_floor_and_sparse_validation(make_encoder, dig
 
 def test_time_budget_stops_after_the_current_step(make_encoder, digits):
     cfg = FinetuneConfig(epochs=50, time_budget_s=1e-6, **FAST)
-    res = finetune(make_encoder("image"), 10, *_splits(digits, 40), cfg, progress=True)
+    res = finetune(
+        make_encoder("image"), 10, *_splits(digits, 40), cfg, progress=True, runtime=ONE_THREAD
+    )
     assert res.stop_reason == "time_budget" and res.steps == 1 and len(res.curve) == 1
     assert res.best_step == 1
 
@@ -269,11 +286,11 @@ def test_bad_input_and_config_raise(make_encoder, digits):
     (xtr, ytr), val, test = _splits(digits, 50)
     cfg = FinetuneConfig(epochs=1, **FAST)
     with pytest.raises(ValueError, match="train has 50 inputs but 49 labels"):
-        finetune(enc, 10, (xtr, ytr[:-1]), val, test, cfg, progress=False)
+        finetune(enc, 10, (xtr, ytr[:-1]), val, test, cfg, progress=False, runtime=ONE_THREAD)
     bad_y = ytr.copy()
     bad_y[7] = 12
     with pytest.raises(ValueError, match=r"train y\[7\] = 12 is outside"):
-        finetune(enc, 10, (xtr, bad_y), val, test, cfg, progress=False)
+        finetune(enc, 10, (xtr, bad_y), val, test, cfg, progress=False, runtime=ONE_THREAD)
     with pytest.raises(ValueError, match=r"FinetuneConfig: unknown key 'learning_rate'"):
         FinetuneConfig.from_dict({"epochs": 3, "learning_rate": 1e-3})
     # Value ranges (pool="max", max_steps < min_steps, ...) are the parameter schema's:

@@ -9,8 +9,10 @@ mask=None, return_layers=False)`` returning an object with ``tokens`` (B, T, D),
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -18,10 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from d2v_pipeline.data2vec.runtime import Runtime, autocast, resolve_device
+
 log = logging.getLogger(__name__)
 
 LAYER_MODES = ("final", "top_k_mean", "concat")
 POOL_MODES = ("mean", "cls")
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def as_fp32(x: Tensor) -> Tensor:
+    """``x`` in float32 if it is bf16/fp16 (an autocast output), else ``x`` itself: pooled
+    features and their sums stay fp32 under mixed precision, and fp32 runs are untouched."""
+    return x.float() if x.dtype in _HALF else x
 
 
 def as_tensor(x: Any, name: str) -> Tensor:
@@ -55,7 +66,9 @@ def check_attention_mask(x: Tensor, attention_mask: Tensor | None, name: str = "
 
 
 def masked_mean(tokens: Tensor, padding_mask: Tensor | None) -> Tensor:
-    """Mean over time of (B, T, D) tokens, ignoring positions where ``padding_mask`` is True."""
+    """Mean over time of (B, T, D) tokens, ignoring positions where ``padding_mask`` is True
+    (in fp32 for bf16/fp16 tokens: a long bf16 sum loses digits)."""
+    tokens = as_fp32(tokens)
     if padding_mask is None:
         return tokens.mean(dim=1)
     if padding_mask.shape != tokens.shape[:2]:
@@ -127,7 +140,7 @@ def pool_output(out: Any, pool: str, attention_mask: Tensor | None = None) -> Te
     if pool == "cls":
         if getattr(out, "cls", None) is None:
             raise ValueError("pool='cls' but the encoder returned no CLS token (out.cls is None)")
-        return out.cls
+        return as_fp32(out.cls)
     raise ValueError(f"unknown pool {pool!r}; expected one of {POOL_MODES}")
 
 
@@ -178,10 +191,11 @@ def extract_feature_sets(
     sets: Mapping[str, tuple[str, int | None]],
     pool: str = "mean",
     batch_size: int = 256,
+    runtime: Runtime | None = None,
 ) -> dict[str, np.ndarray]:
     """Several pooled feature sets from ONE encoder pass: ``sets`` maps a name to
     ``(layers, top_k)`` as in :func:`extract_features` (e.g. the final-layer and the
-    top-K-mean probes share the forward pass)."""
+    top-K-mean probes share the forward pass). ``runtime``: see :func:`extract_features`."""
     if not sets:
         raise ValueError("sets is empty: name at least one (layers, top_k) feature set")
     for layers, top_k in sets.values():
@@ -194,13 +208,19 @@ def extract_feature_sets(
     if xt.shape[0] == 0:
         raise ValueError("x has no rows")
     want_layers = any(layers != "final" for layers, _ in sets.values())
-    device = module_device(encoder)
+    if runtime is None:
+        device = module_device(encoder)
+    else:
+        device = resolve_device(runtime)
+        if module_device(encoder) != device:
+            encoder = copy.deepcopy(encoder).to(device)  # the caller's encoder stays put
     was_training = encoder.training
     encoder.eval()
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in sets}
     batches = inference_batches(am, xt.shape[0], batch_size)
+    rt = runtime or Runtime()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _threads(rt.threads), autocast(rt, device):
             for idx in batches:
                 xb, amb = trim_padding(xt[idx], None if am is None else am[idx])
                 xb = xb.to(device)
@@ -223,6 +243,7 @@ def extract_features(
     top_k: int | None = None,
     pool: str = "mean",
     batch_size: int = 256,
+    runtime: Runtime | None = None,
 ) -> np.ndarray:
     """Pooled features of a frozen encoder, one row per input row.
 
@@ -236,10 +257,29 @@ def extract_features(
         top_k: number of top blocks for "top_k_mean"/"concat"; None = every block.
         pool: "mean" (ignores padding) or "cls" (only with layers="final").
         batch_size: rows per forward pass (text: rows grouped by length, padding trimmed).
+        runtime: device (a copy of the encoder is moved there if it lives elsewhere), threads
+            and precision (bf16/fp16 autocast around the encoder; pooling and the per-layer
+            norms in fp32). ``compile`` and ``nproc_per_node`` are not used: one inference
+            pass is shorter than a compilation, and every rank may extract alone.
+            None = the encoder's own device, fp32, threads as they are.
     Returns:
-        float32 array (N, D), or (N, K*D) for "concat".
+        float32 array (N, D), or (N, K*D) for "concat", on the CPU whatever the device.
     """
     sets = {"features": (layers, top_k)}
     return extract_feature_sets(
-        encoder, x, attention_mask, sets=sets, pool=pool, batch_size=batch_size
+        encoder, x, attention_mask, sets=sets, pool=pool, batch_size=batch_size, runtime=runtime
     )["features"]
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch intra-op threads set to ``n`` for the block (None = leave as is)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

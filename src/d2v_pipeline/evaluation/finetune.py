@@ -9,6 +9,14 @@ and the best-validation weights are restored before the single test evaluation. 
 trains the same parameter set, the whole encoder front-end included (docs/protocol.md): a
 frozen front-end would leave ``scratch`` with random conv features while the pretrained
 arms keep learned ones.
+
+Where and how the run executes (device, precision, torch.compile, data parallelism) is the
+caller's :class:`~d2v_pipeline.data2vec.runtime.Runtime`; the default ``Runtime()`` is one CPU
+process in fp32 and runs exactly the single-process code (bitwise the same results as before
+the runtime existed). Under a process group of W > 1 ranks (``runtime.launch`` or torchrun),
+every rank draws the same global batch (permutation and augmentation from the same seeded
+generator), trains on its part of the rows, and the summed gradients equal the one-process
+gradient up to float reassociation; see :func:`finetune`.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -30,6 +39,16 @@ from tqdm.auto import tqdm
 from d2v_pipeline.data2vec import training_utils as shared  # the loops' common helpers
 from d2v_pipeline.data2vec.config_base import from_dict
 from d2v_pipeline.data2vec.modalities import MODALITIES
+from d2v_pipeline.data2vec.runtime import (
+    DistInfo,
+    Runtime,
+    all_reduce_sum_,
+    autocast,
+    dist_info,
+    grad_scaler,
+    resolve_device,
+    shard_slice,
+)
 from d2v_pipeline.evaluation.features import (
     POOL_MODES,
     as_tensor,
@@ -88,8 +107,7 @@ class FinetuneConfig:
     eval_batch_size: int = 256
     head_init_std: float = 0.01
     seed: int = 0
-    threads: int | None = None  # torch intra-op threads during the run; None = leave as is
-    device: str = "cpu"  # "cpu", "cuda" or "auto"
+    # device, threads, precision, compile and processes: the caller's Runtime (one place)
 
     def __post_init__(self) -> None:
         # Ranges are declared once, in the parameter schema (d2v_pipeline.schema.finetune);
@@ -180,6 +198,115 @@ class Classifier(nn.Module):
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         out = self.encoder(x, attention_mask=attention_mask)
         return self.head(self.head_norm(pool_output(out, self.pool, attention_mask)))
+
+
+# ---------------------------------------------------------------- data parallelism
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce SUM with a gradient: every rank's output depends on every rank's input, so
+    the backward pass sums the incoming gradients over the ranks too."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose training statistics span the global batch of all ranks.
+
+    Under data parallelism each rank sees only its rows; per-rank statistics would normalise
+    differently than one process does and leave different running statistics on each rank
+    (so validation, and with it early stopping, would disagree between ranks).
+    ``torch.nn.SyncBatchNorm`` solves this on GPUs only: this torch refuses CPU input
+    ("SyncBatchNorm expected input tensor to be on GPU"), so the head's norm (pooled
+    (B, D) vectors: two small all-reduces per step) syncs its statistics itself, on any
+    backend. Outside a process group, in eval mode, or with one rank it is ``BatchNorm1d``.
+    The state-dict keys are ``BatchNorm1d``'s.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or dist_info().world_size == 1:
+            return super().forward(x)
+        return self._global_forward(x)
+
+    @torch.compiler.disable  # collectives: run eagerly even inside a compiled classifier
+    def _global_forward(self, x: Tensor) -> Tensor:
+        self._check_input_dim(x)
+        x32 = x.float()  # statistics in fp32, also under autocast
+        # two passes (mean, then squared deviations), like the one-process kernel, rather
+        # than E[x^2] - E[x]^2, which cancels badly when |mean| >> std
+        local = torch.cat([x32.sum(dim=0), x32.new_tensor([x.shape[0]])])
+        summed = _SumOverRanks.apply(local)
+        count = summed[-1]
+        mean = summed[:-1] / count
+        var = _SumOverRanks.apply(((x32 - mean) ** 2).sum(dim=0)) / count
+        out = (x32 - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight + self.bias
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                if self.momentum is None:  # cumulative average, as BatchNorm1d does
+                    factor = 1.0 / float(self.num_batches_tracked)
+                else:
+                    factor = self.momentum
+                n = float(count)
+                # running variance: unbiased, as BatchNorm1d keeps it
+                unbiased = var.detach() * (n / max(n - 1.0, 1.0))
+                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+        return out
+
+
+def _swap_batch_norm(model: Classifier, kind: type[nn.BatchNorm1d], device: torch.device) -> None:
+    """Make a "batch" head norm a ``kind`` (:class:`GlobalBatchNorm1d` for a data-parallel
+    run, ``BatchNorm1d`` again after it), keeping its state; other head norms are left."""
+    old = model.head_norm
+    if not isinstance(old, nn.BatchNorm1d) or type(old) is kind:
+        return
+    new = kind(
+        old.num_features, eps=old.eps, momentum=old.momentum, affine=old.affine,
+        track_running_stats=old.track_running_stats,
+    )  # fmt: skip
+    new.load_state_dict(old.state_dict())
+    model.head_norm = new.to(device).train(old.training)
+
+
+def _broadcast_state(model: nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank, as DDP does when it wraps a model:
+    the ranks must start from the same weights (they do when every rank builds the same
+    encoder and seeds the head alike; this makes it certain)."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, src=0)
+
+
+def _gather_rows(local: np.ndarray, n: int, info: DistInfo, device: torch.device) -> np.ndarray:
+    """Per-rank int64 results for the rows :func:`shard_slice` gave each rank, concatenated
+    back into row order on every rank (shards differ in length by at most one row, so each
+    is padded to the longest for ``all_gather``)."""
+    longest = -(-n // info.world_size)
+    buf = torch.full((longest,), -1, dtype=torch.int64, device=device)
+    buf[: len(local)] = torch.from_numpy(local).to(device)
+    parts = [torch.empty_like(buf) for _ in range(info.world_size)]
+    dist.all_gather(parts, buf)
+    shards = [shard_slice(n, info._replace(rank=r)) for r in range(info.world_size)]
+    sizes = [s.stop - s.start for s in shards]
+    return np.concatenate([p[:k].cpu().numpy() for p, k in zip(parts, sizes, strict=True)])
+
+
+def _collective_device(device: torch.device) -> torch.device:
+    """Where tensors for collectives live: on the GPU for NCCL, on the CPU for gloo."""
+    return device if device.type == "cuda" else torch.device("cpu")
 
 
 # ---------------------------------------------------------------- optimiser and schedule
@@ -341,18 +468,21 @@ def predict_classes(
     x: Tensor | np.ndarray,
     attention_mask: Tensor | np.ndarray | None = None,
     batch_size: int = 256,
+    runtime: Runtime | None = None,
 ) -> np.ndarray:
-    """Arg-max predictions of a classifier in eval mode (its mode is restored after)."""
+    """Arg-max predictions of a classifier in eval mode (its mode is restored after), on the
+    model's device; ``runtime`` sets the precision (autocast; None = fp32)."""
     xt = as_tensor(x, "x")
     am = None if attention_mask is None else as_tensor(attention_mask, "attention_mask").bool()
     check_attention_mask(xt, am)
     device = module_device(model)
+    precision = autocast(runtime or Runtime(), device)
     was_training = model.training
     model.eval()
     preds = []
     batches = inference_batches(am, xt.shape[0], batch_size)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), precision:
             for idx in batches:
                 xb, amb = trim_padding(xt[idx], None if am is None else am[idx])
                 amb = None if amb is None else amb.to(device)
@@ -361,6 +491,28 @@ def predict_classes(
     finally:
         model.train(was_training)
     return restore_order(batches, preds)
+
+
+def _predict_split(
+    model: nn.Module,
+    split: tuple[Tensor, Tensor, Tensor | None],
+    batch_size: int,
+    runtime: Runtime,
+    info: DistInfo,
+) -> np.ndarray:
+    """Predictions for a whole split, on every rank: one process predicts every row; W ranks
+    each predict their :func:`shard_slice` of the rows and gather the rest (so every rank
+    sees the same accuracy and takes the same early-stopping decision)."""
+    x, _, am = split
+    if info.world_size == 1:
+        return predict_classes(model, x, am, batch_size, runtime)
+    rows = shard_slice(x.shape[0], info)
+    if rows.stop == rows.start:  # fewer rows than ranks: nothing to predict here
+        local = np.zeros(0, dtype=np.int64)
+    else:
+        amr = None if am is None else am[rows]
+        local = predict_classes(model, x[rows], amr, batch_size, runtime)
+    return _gather_rows(local, x.shape[0], info, _collective_device(module_device(model)))
 
 
 # ---------------------------------------------------------------- training
@@ -374,6 +526,7 @@ def finetune(
     test: tuple,
     cfg: FinetuneConfig | None = None,
     progress: bool = True,
+    runtime: Runtime | None = None,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``encoder`` with a linear head; early-stop on val; test once.
 
@@ -383,12 +536,31 @@ def finetune(
         num_classes: C; labels must lie in 0..C-1.
         train, val, test: ``(x, y)`` or ``(x, y, attention_mask)`` (text), tensors or arrays.
         cfg: hyper-parameters and budget; default ``FinetuneConfig()``.
-        progress: show a tqdm bar with loss, val accuracy and ETA.
+        progress: show a tqdm bar with loss, val accuracy and ETA (rank 0 only).
+        runtime: device, threads, precision (bf16 autocast on CPU/CUDA, fp16 with a gradient
+            scaler on CUDA; the loss is reduced in fp32), ``compile`` (torch.compile of the
+            classifier's training forward; predictions run eagerly). ``workers`` is not
+            used: the splits are in-memory tensors. None = ``Runtime()``: one CPU process in
+            fp32, the same code and the same numbers as before there was a runtime.
     Returns:
         FinetuneResult with the test metrics and per-example test predictions of the
-        best-validation weights; ``model`` holds that classifier.
+        best-validation weights; ``model`` holds that classifier (uncompiled).
+
+    Data parallelism: called on every rank of a process group with W > 1 ranks (started by
+    ``runtime.launch`` or torchrun), each rank holding all three splits. Step s uses the
+    same global batch as one process (every rank draws the permutation and the augmentation
+    for the whole batch from the same seeded generator) and rank r trains on its rows
+    ``shard_slice(B)``; its loss is its summed cross-entropy over the GLOBAL batch size, and
+    the gradients are summed over ranks, which is the one-process gradient up to float
+    reassociation. A "batch" head norm uses global statistics (:class:`GlobalBatchNorm1d`).
+    Validation and test rows are split over the ranks and the predictions gathered, so all
+    ranks take the same early-stopping decision and return the same result (write files on
+    rank 0 only). Deviation: dropout (and layerdrop) cannot be drawn per example cheaply,
+    so each rank seeds them from (seed, "dropout", step, rank): deterministic for a given
+    world size, but a 2-process run equals a 1-process run only without them.
     """
     cfg = cfg or FinetuneConfig()
+    rt = runtime or Runtime()
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     xtr, ytr, amtr = _split(train, "train", num_classes)
@@ -398,10 +570,10 @@ def finetune(
     xte, yte, amte = _split(test, "test", num_classes)
     modality = infer_modality(encoder, xtr)
 
-    with shared.training_run(cfg.threads, seed=cfg.seed):  # seeding does not leak to the caller
+    with shared.training_run(rt.threads, seed=cfg.seed):  # seeding does not leak to the caller
         return _run(
             encoder, num_classes, modality, (xtr, ytr, amtr), (xva, yva, amva),
-            (xte, yte, amte), cfg, progress,
+            (xte, yte, amte), cfg, progress, rt,
         )  # fmt: skip
 
 
@@ -414,11 +586,20 @@ def _run(
     test: tuple[Tensor, Tensor, Tensor | None],
     cfg: FinetuneConfig,
     progress: bool,
+    rt: Runtime,
 ) -> FinetuneResult:
-    device = shared.resolve_device(cfg.device, "FinetuneConfig.device")
+    device = resolve_device(rt)
+    info = dist_info()
+    world = info.world_size
     model = Classifier(
         copy.deepcopy(encoder), num_classes, cfg.pool, cfg.head_init_std, cfg.head_norm
     ).to(device)
+    if world > 1:
+        _swap_batch_norm(model, GlobalBatchNorm1d, device)
+        _broadcast_state(model)
+    # compiled wrapper for the calls; ``model`` itself stays plain (state-dict keys, pickling)
+    forward = torch.compile(model) if rt.compile else model
+    params = list(model.parameters())
     groups = build_param_groups(model, cfg.weight_decay, cfg.layer_decay)
     opt = torch.optim.AdamW(
         [{k: v for k, v in g.items() if k != "names"} for g in groups],
@@ -426,18 +607,27 @@ def _run(
         betas=(cfg.beta1, cfg.beta2),
         fused=True,  # one kernel for all parameters: ~25% faster steps for tiny models on CPU
     )
+    scaler = grad_scaler(rt, device)
     gen = shared.seeded_generator(cfg.seed)
 
     xtr, ytr, amtr = train
     n = xtr.shape[0]
     batch = min(cfg.batch_size, n)
     per_epoch = math.ceil(n / batch)
+    if world > 1 and n // per_epoch < world:
+        raise ValueError(
+            f"FinetuneConfig.batch_size {cfg.batch_size} on {n} train examples gives batches "
+            f"of {n // per_epoch} rows, fewer than the {world} processes; "
+            "lower runtime.nproc_per_node"
+        )
     total = cfg.planned_steps(n)
     warmup = round(cfg.warmup_fraction * total)
-    log.info(
-        "fine-tuning %s: %d train examples, %d steps planned (%d/epoch), batch %d, lr %g",
-        modality, n, total, per_epoch, batch, cfg.lr,
-    )  # fmt: skip
+    if info.is_main:
+        log.info(
+            "fine-tuning %s: %d train examples, %d steps planned (%d/epoch), batch %d, lr %g"
+            "%s", modality, n, total, per_epoch, batch, cfg.lr,
+            "" if world == 1 else f", {world} processes",
+        )  # fmt: skip
 
     curve: list[dict[str, float]] = []
     best_acc, best_epoch, best_step = -1.0, 0, 0
@@ -448,7 +638,10 @@ def _run(
     losses: list[float] = []
     eval_seconds = 0.0
     start = time.perf_counter()
-    bar = tqdm(total=total, desc=f"finetune[{modality}]", unit="step", disable=not progress)
+    bar = tqdm(
+        total=total, desc=f"finetune[{modality}]", unit="step",
+        disable=not progress or not info.is_main,
+    )  # fmt: skip
     try:
         while step < total and stop_reason == "budget":
             epoch += 1
@@ -458,27 +651,56 @@ def _run(
                 if step >= total:
                     break
                 xb, amb = trim_padding(xtr[idx], None if amtr is None else amtr[idx])
-                xb = augment_batch(xb, modality, cfg, gen).to(device)
+                # the global batch's augmentation, drawn alike on every rank
+                xb = augment_batch(xb, modality, cfg, gen)
+                yb = ytr[idx]
+                if world > 1:
+                    rows = shard_slice(len(idx), info)
+                    xb, yb = xb[rows], yb[rows]
+                    amb = None if amb is None else amb[rows]
+                    # dropout/layerdrop per (step, rank): the deviation in finetune's docstring
+                    torch.manual_seed(shared.derive_seed(cfg.seed, "dropout", step, info.rank))
+                xb = xb.to(device)
                 amb = None if amb is None else amb.to(device)
+                if rt.compile:
+                    # trimmed text is a strided view: one layout, so one compiled graph
+                    xb = xb.contiguous()
+                    amb = None if amb is None else amb.contiguous()
                 lr = lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
                 for g in opt.param_groups:
                     g["lr"] = lr * g["lr_scale"]
-                logits = model(xb, attention_mask=amb)
-                loss = F.cross_entropy(
-                    logits, ytr[idx].to(device), label_smoothing=cfg.label_smoothing
-                )
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"fine-tuning loss is {loss.item()} at step {step} (epoch {epoch}); "
-                        "lower FinetuneConfig.lr"
+                with autocast(rt, device):
+                    logits = forward(xb, attention_mask=amb)
+                # the loss in fp32 (a no-op cast for fp32 logits)
+                logits = logits.float()
+                if world == 1:
+                    loss = F.cross_entropy(
+                        logits, yb.to(device), label_smoothing=cfg.label_smoothing
                     )
-                shared.optimizer_step(loss, opt, model.parameters(), cfg.grad_clip)
+                    global_loss = loss
+                else:
+                    # summed over this rank's rows / the global batch size: the ranks' losses
+                    # (and their gradients) add up to the one-process mean
+                    loss = F.cross_entropy(
+                        logits, yb.to(device), reduction="sum",
+                        label_smoothing=cfg.label_smoothing,
+                    ) / len(idx)  # fmt: skip
+                    global_loss = all_reduce_sum_(loss.detach().clone())
+                if not torch.isfinite(global_loss):  # the same value, hence verdict, on all ranks
+                    raise FloatingPointError(
+                        f"fine-tuning loss is {global_loss.item()} at step {step} "
+                        f"(epoch {epoch}); lower FinetuneConfig.lr"
+                    )
+                # fp16: a step with inf/NaN gradients is skipped by the scaler (on every rank
+                # alike: the summed gradients are the same everywhere) and still counts
+                shared.optimizer_step(
+                    loss, opt, params, cfg.grad_clip, scaler=scaler, sum_grads=world > 1
+                )
                 step += 1
-                losses.append(loss.item())
+                losses.append(global_loss.item())
                 bar.update(1)
-                if (
-                    cfg.time_budget_s is not None
-                    and time.perf_counter() - start > cfg.time_budget_s
+                if cfg.time_budget_s is not None and _out_of_time(
+                    start, cfg.time_budget_s, world, _collective_device(device)
                 ):
                     stop_reason = "time_budget"
                     break
@@ -490,7 +712,7 @@ def _run(
                 continue
             last_eval_step = step
             eval_start = time.perf_counter()
-            val_pred = predict_classes(model, val[0], val[2], cfg.eval_batch_size)
+            val_pred = _predict_split(model, val, cfg.eval_batch_size, rt, info)
             val_acc = float(np.mean(val_pred == val[1].numpy()))
             eval_seconds += time.perf_counter() - eval_start
             curve.append(
@@ -524,13 +746,16 @@ def _run(
 
     assert best_state is not None
     model.load_state_dict(best_state)
+    if world > 1:  # the returned classifier is the same whatever the world size
+        _swap_batch_norm(model, nn.BatchNorm1d, device)
     # the one and only test evaluation, on the best-validation weights
-    preds = predict_classes(model, test[0], test[2], cfg.eval_batch_size)
+    preds = _predict_split(model, test, cfg.eval_batch_size, rt, info)
     metrics = classification_metrics(test[1].numpy(), preds, num_classes)
-    log.info(
-        "fine-tuned %d steps in %.1fs (%s); best val %.4f at epoch %d; test acc %.4f",
-        step, seconds, stop_reason, best_acc, best_epoch, metrics["accuracy"],
-    )  # fmt: skip
+    if info.is_main:
+        log.info(
+            "fine-tuned %d steps in %.1fs (%s); best val %.4f at epoch %d; test acc %.4f",
+            step, seconds, stop_reason, best_acc, best_epoch, metrics["accuracy"],
+        )  # fmt: skip
     model.eval()
     return FinetuneResult(
         test_accuracy=metrics["accuracy"],
@@ -551,3 +776,12 @@ def _run(
         test_predictions=np.asarray(preds, dtype=np.int64),
         model=model,
     )
+
+
+def _out_of_time(start: float, budget_s: float, world: int, device: torch.device) -> bool:
+    """Whether the wall-clock budget is spent; with W ranks, whether ANY rank's clock says
+    so (their clocks differ slightly, and all ranks must stop after the same step)."""
+    over = time.perf_counter() - start > budget_s
+    if world == 1:
+        return over
+    return bool(all_reduce_sum_(torch.tensor([float(over)], device=device)) > 0)
