@@ -151,7 +151,7 @@ def bench_one(
         "model_flops_per_step": result.flops_per_step,
         "model_flops_per_s": flops_per_s,
         "fraction_of_matmul_peak": flops_per_s / peak,
-        "threads": train.threads,
+        "threads": torch.get_num_threads(),
     }
 
 

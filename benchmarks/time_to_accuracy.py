@@ -515,7 +515,6 @@ def main() -> None:
         )
         for method in args.methods:
             method_dict, train, frac = settings[method]
-            train["threads"] = args.threads
             runs.append(
                 run_arm(
                     modality, method, enc_cfg, method_dict, train, frac, data, prober, budget,

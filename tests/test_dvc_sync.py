@@ -92,6 +92,7 @@ def test_every_stage_is_a_kedro_slice_of_the_smoke_env(smoke_project):
     assert params == {
         "conf/base/parameters_pretrain.yml:image.pretrain",
         "conf/smoke/parameters_pretrain.yml:image.pretrain",
+        "conf/base/parameters_runtime.yml:image.runtime.precision",
     }
     deps = _paths(stages[("pretrain", "image")], "deps")
     assert "src/d2v_pipeline/data2vec" in deps and "src/d2v_pipeline/pipelines/pretrain" in deps

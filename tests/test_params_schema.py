@@ -12,6 +12,7 @@ from kedro.config import OmegaConfigLoader
 
 from d2v_pipeline import settings
 from d2v_pipeline.data2vec import config as lib
+from d2v_pipeline.data2vec.runtime import Runtime as LibraryRuntime
 from d2v_pipeline.schema import (
     ParameterError,
     Parameters,
@@ -21,6 +22,7 @@ from d2v_pipeline.schema import (
     find_problems,
 )
 from d2v_pipeline.schema.pretrain import ImagePretrain, Train
+from d2v_pipeline.schema.runtime import Runtime
 from d2v_pipeline.schema.tune import Range
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -151,10 +153,8 @@ LIBRARY_RANGES = [
     ("image.pretrain.train.lr", -0.001, "-0.001 is outside (0, inf]"),
     ("image.pretrain.train.min_lr", -1e-06, "-1e-06 is outside [0, inf]"),
     ("image.pretrain.train.warmup_frac", 1.0, "1.0 is outside [0, 1)"),
-    ("image.pretrain.train.threads", 0, "0 is outside [1, inf]"),
     ("image.pretrain.train.checkpoint_every", -1, "-1 is outside [0, inf]"),
     ("image.pretrain.train.augment_shift", -1, "-1 is outside [0, inf]"),
-    ("image.pretrain.train.device", "gpu", "'gpu' is not one of 'cpu', 'cuda' or 'auto'"),
     ("image.finetune.finetune.epochs", 0, "0 is outside [1, inf]"),
     ("speech.finetune.finetune.sample_rate", 0, "0 is outside [1, inf]"),
     ("image.finetune.finetune.lr", 0.0, "0.0 is outside (0, inf]"),
@@ -179,8 +179,6 @@ LIBRARY_RANGES = [
     ),
     ("image.finetune.finetune.image_max_shift", -1, "-1 is outside [0, inf]"),
     ("speech.finetune.finetune.speech_gain_db", -2.0, "-2.0 is outside [0, inf]"),
-    ("image.finetune.finetune.threads", 0, "0 is outside [1, inf]"),
-    ("image.finetune.finetune.device", "tpu", "'tpu' is not one of 'cpu', 'cuda' or 'auto'"),
     ("speech.finetune.raw_baseline.sample_rate", 0, "0 is outside [1, inf]"),
     ("speech.finetune.raw_baseline.n_mels", 0, "0 is outside [1, inf]"),
     ("speech.finetune.raw_baseline.win_ms", 0.0, "0.0 is outside (0, inf]"),
@@ -189,7 +187,20 @@ LIBRARY_RANGES = [
     ("text.finetune.raw_baseline.ngram_max", 0, "0 is outside [1, inf]"),
     ("text.finetune.raw_baseline.min_df", 0, "0 is outside [1, inf]"),
     ("speech.finetune.raw_baseline.n_fft", 256, "256 is shorter than the window (400 samples)"),
-]
+    # device and threads moved from train / finetune to <m>.runtime (Runtime, one place)
+    ("image.runtime.threads", 0, "0 is outside [1, inf]"),
+    ("image.runtime.device", "gpu", "'gpu' is not one of 'auto', 'cpu', 'cuda' or 'mps'"),
+    ("speech.runtime.precision", "fp8", "'fp8' is not one of 'fp32', 'bf16' or 'fp16'"),
+    ("text.runtime.nproc_per_node", 0, "0 is outside [1, inf]"),
+    ("text.runtime.workers", -1, "-1 is outside [0, inf]"),
+    ("image.runtime.timeout_s", 0.0, "0.0 is outside (0, inf]"),
+    ("image.runtime.compile", "yes", "'yes' is not true/false"),
+    ("speech.runtime.precision", "fp16", "fp16 needs CUDA (device is 'cpu'); use bf16 on CPU"),
+    ("image.pretrain.train.threads", 1, "unknown key; it moved to <m>.runtime.threads "
+     "(parameters_runtime.yml)"),
+    ("text.finetune.finetune.device", "cuda", "unknown key; it moved to <m>.runtime.device "
+     "(parameters_runtime.yml)"),
+]  # fmt: skip
 
 
 def _set(tree: dict, path: str, value) -> None:
@@ -221,6 +232,22 @@ def test_defaults_come_from_the_library():
         got = getattr(train, f.name)
         assert (list(expected) if isinstance(expected, tuple) else expected) == got, f.name
     assert ImagePretrain().encoder.depth == lib.ImageEncoderConfig().depth
+    assert Runtime().model_dump() == dataclasses.asdict(LibraryRuntime())
+
+
+def test_runtime_rules_and_the_shipped_default(base_params):
+    """The shipped runtime is one CPU process in fp32 with 2 threads (the committed results'
+    run); MPS with several processes and fp16 off CUDA are refused at their key."""
+    for modality in ("image", "speech", "text"):
+        assert base_params[modality]["runtime"] == {
+            "device": "cpu", "precision": "fp32", "compile": False, "nproc_per_node": 1,
+            "workers": 0, "threads": 2, "timeout_s": 120.0,
+        }  # fmt: skip
+    base_params["image"]["runtime"].update(device="mps", nproc_per_node=2)
+    base_params["text"]["runtime"].update(device="cuda", precision="fp16")  # fine: CUDA
+    assert _problems(base_params) == {
+        "image.runtime.nproc_per_node": "2: MPS runs in one process only"
+    }
 
 
 def test_range_rules():

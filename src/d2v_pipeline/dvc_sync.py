@@ -22,7 +22,8 @@ off the Kedro objects that the slice runs:
   classes, as package folders) and the catalog files it reads that it does not write;
 - params: the exact ``params:<key>`` inputs of its nodes, pointed at every conf file of the
   environment that defines the key; ``parameters`` (all of them) and the base-parameters
-  dataset track whole files;
+  dataset track whole files; of a block whose other keys only say how a run executes
+  (``<m>.runtime``), just the keys that change what it computes (``precision``);
 - metrics / plots: chosen datasets become ``cache: false`` metrics and plots (git-tracked).
 
 ``python -m d2v_pipeline.dvc_sync`` writes dvc.yaml; ``--check`` exits 1 naming every
@@ -117,6 +118,13 @@ class SyncConfig:
     scratch_types: tuple[str, ...] = ("d2v_pipeline.datasets.DirectoryDataset",)
     # Datasets that read conf/base parameters: tracked as whole conf/base params files.
     base_params_types: tuple[str, ...] = ("d2v_pipeline.datasets.BaseParametersDataset",)
+    # Parameter blocks (un-namespaced name) of which a stage depends on some keys only. The
+    # runtime block: precision changes the weights (and is part of pretraining's run key);
+    # device, compile, nproc_per_node, threads, workers and timeout_s only say where and how
+    # the same computation runs (rounding as on another machine, dropout draws per rank),
+    # and a finished training state is reused whichever of them ran it (a torchrun job's
+    # state serves `dvc repro`), so changing them must not make a stage stale.
+    tracked_keys: tuple[tuple[str, tuple[str, ...]], ...] = (("runtime", ("precision",)),)
     side_outputs: tuple[SideOutput, ...] = (
         SideOutput(
             params="ingest",
@@ -402,6 +410,13 @@ class _Builder:
             raise DvcSyncError(f"params:{key} ({where}) is defined in none of: {files}")
         return hits
 
+    def _tracked(self, key: str, node: Any) -> list[str]:
+        """The keys of a node's ``params:<key>`` input that its stage depends on: the whole
+        block, or for a block named in ``tracked_keys`` just those of its keys."""
+        short = key.split(".", 1)[1] if node.namespace and "." in key else key
+        subkeys = dict(self.config.tracked_keys).get(short)
+        return [key] if subkeys is None else [f"{key}.{sub}" for sub in subkeys]
+
     def stage(self, pipe_name: str, namespace: str | None, sub: Any) -> StageSpec:
         cfg = self.config
         env_flag = f"--env {cfg.env}"
@@ -432,7 +447,8 @@ class _Builder:
                 if inp == "parameters":
                     track_whole(self.param_files)
                 elif inp.startswith("params:"):
-                    track_key(inp.removeprefix("params:"), f"node {node.name}")
+                    for key in self._tracked(inp.removeprefix("params:"), node):
+                        track_key(key, f"node {node.name}")
             self._side_outputs(node, spec)
 
         outputs = set(sub.all_outputs())

@@ -37,6 +37,7 @@ from PIL import Image
 from d2v_pipeline.data2vec import (
     ImageData2VecConfig,
     ImageEncoderConfig,
+    Runtime,
     TrainConfig,
     build_encoder,
     build_pretrain_model,
@@ -164,7 +165,8 @@ def _evaluate(encoder_file: Path, meta: dict[str, Any], model_input: dict | None
     info = {"modality": "image", "num_classes": 10, "class_names": [str(i) for i in range(10)]}
     subsets = {"1.0": list(range(len(model_input["train.y"])))}
     weights = EncoderDataset(str(encoder_file), rebuild=REBUILD).load()
-    return evaluate_encoder(model_input, subsets, info, weights, meta, params)
+    runtime = {"threads": 1}
+    return evaluate_encoder(model_input, subsets, info, weights, meta, params, runtime)
 
 
 # ---------------------------------------------------------------- the cases
@@ -482,10 +484,13 @@ def _pretrain(state_dir: Path | None, steps: int = 10, every: int = 5) -> Any:
         seed=3,
     )
     cfg = TrainConfig(
-        steps=steps, batch_size=16, lr=2e-3, seed=3, threads=1, log_every=5,
+        steps=steps, batch_size=16, lr=2e-3, seed=3, log_every=5,
         checkpoint_every=every,
     )  # fmt: skip
-    return pretrain(model, {"x": x}, cfg, checkpoint_dir=state_dir, progress=False)
+    one_thread = Runtime(threads=1)
+    return pretrain(
+        model, {"x": x}, cfg, checkpoint_dir=state_dir, progress=False, runtime=one_thread
+    )
 
 
 DAMAGES = {

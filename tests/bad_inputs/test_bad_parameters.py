@@ -26,6 +26,7 @@ from d2v_pipeline.schema import ParameterError
 PARAMS = "--params"
 LOCAL_PRETRAIN = "conf/local/parameters_pretrain.yml"
 LOCAL_FINETUNE = "conf/local/parameters_finetune.yml"
+LOCAL_RUNTIME = "conf/local/parameters_runtime.yml"
 
 # (id, where the values are set, values, expected key path, expected problem)
 CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
@@ -154,6 +155,41 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
         {"image": {"finetune": {"finetune": {"lr": float("nan")}}}},
         "image.finetune.finetune.lr",
         "nan is not a finite number",
+    ),
+    (
+        "runtime-precision-fp8",
+        PARAMS,
+        {"image": {"runtime": {"precision": "fp8"}}},
+        "image.runtime.precision",
+        "'fp8' is not one of 'fp32', 'bf16' or 'fp16'",
+    ),
+    (
+        "runtime-no-processes",
+        LOCAL_RUNTIME,
+        {"speech": {"runtime": {"nproc_per_node": 0}}},
+        "speech.runtime.nproc_per_node",
+        "0 is outside [1, inf]",
+    ),
+    (
+        "runtime-device-tpu",
+        PARAMS,
+        {"text": {"runtime": {"device": "tpu"}}},
+        "text.runtime.device",
+        "'tpu' is not one of 'auto', 'cpu', 'cuda' or 'mps'",
+    ),
+    (
+        "runtime-fp16-on-cpu",
+        LOCAL_RUNTIME,
+        {"image": {"runtime": {"precision": "fp16"}}},
+        "image.runtime.precision",
+        "fp16 needs CUDA (device is 'cpu'); use bf16 on CPU",
+    ),
+    (
+        "threads-in-the-old-place",
+        LOCAL_PRETRAIN,
+        {"text": {"pretrain": {"train": {"threads": 4}}}},
+        "text.pretrain.train.threads",
+        "unknown key; it moved to <m>.runtime.threads (parameters_runtime.yml)",
     ),
 ]
 

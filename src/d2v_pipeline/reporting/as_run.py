@@ -159,11 +159,13 @@ def deviations_as_run(inputs: ReportInputs, method_order: Sequence[str]) -> list
 
 
 def _device(mi: ModalityInputs) -> str:
-    devices = {
-        str(_first_config(mi, m, "train").get("device"))
-        for m in mi.runs
-        if _first_config(mi, m, "train").get("device")
-    }
+    """Where pretraining ran: the resolved device each node records (older runs: the
+    ``train.device`` setting, before it moved to the runtime block)."""
+    devices = set()
+    for m, run in mi.runs.items():
+        value = (run.meta or {}).get("device") or _first_config(mi, m, "train").get("device")
+        if value:
+            devices.add(str(value))
     return "/".join(sorted(devices)) or "an unrecorded device"
 
 

@@ -71,7 +71,16 @@ def _inner_block(annotation: Any) -> Any:
     return None
 
 
+# Keys that used to live in other blocks: the error says where they went.
+MOVED_KEYS = {
+    "threads": "<m>.runtime.threads (parameters_runtime.yml)",
+    "device": "<m>.runtime.device (parameters_runtime.yml)",
+}
+
+
 def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    if str(loc[-1]) in MOVED_KEYS:
+        return f"unknown key; it moved to {MOVED_KEYS[str(loc[-1])]}"
     parent = _block_at(model, loc[:-1])
     known = sorted(parent.model_fields) if parent is not None else []
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)

@@ -102,7 +102,7 @@ def _doc(model: type[BaseModel]) -> str:
     """The first paragraph of the nearest docstring in the block's class hierarchy."""
     for cls in model.__mro__:
         if cls.__doc__ and cls.__module__.startswith("d2v_pipeline.schema"):
-            return cls.__doc__.strip().split("\n\n")[0].replace("\n", " ")
+            return " ".join(cls.__doc__.strip().split("\n\n")[0].split())
     return ""
 
 

@@ -47,7 +47,8 @@ class Probe(Block):
 
 
 class Finetune(LibraryBlock):
-    """Fine-tuning of the whole encoder + a linear head (FinetuneConfig), early-stopped."""
+    """Fine-tuning of the whole encoder + a linear head (FinetuneConfig), early-stopped.
+    Device, precision and threads are `<m>.runtime` (parameters_runtime.yml)."""
 
     library = FinetuneConfig
     epochs: PositiveInt = Field(description="passes over the labelled subset (then capped)")
@@ -78,8 +79,6 @@ class Finetune(LibraryBlock):
     sample_rate: PositiveInt = Field(description="Hz of the speech clips")
     eval_batch_size: PositiveInt = Field(description="examples per validation batch")
     head_init_std: NonNegative = Field(description="std of the head's initial weights")
-    threads: PositiveInt | None = Field(description="torch threads; null = leave as is")
-    device: Literal["cpu", "cuda", "auto"] = Field(description="cpu | cuda | auto")
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.max_steps is not None and self.max_steps < self.min_steps:

@@ -1,9 +1,9 @@
 """The whole parameters tree (every ``parameters*.yml`` merged, plus ``--params``) as one model.
 
 Top level: one block per modality (``image``, ``speech``, ``text``), each holding that
-modality's stage blocks, and ``report``. Rules that span stages live on :class:`Modality`:
-the probes' top-K against the encoder depth, the evaluated label fractions and seeds against
-what ingest drew.
+modality's stage blocks and its ``runtime`` (device, precision, processes), and ``report``.
+Rules that span stages live on :class:`Modality`: the probes' top-K against the encoder depth,
+the evaluated label fractions and seeds against what ingest drew.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from d2v_pipeline.schema.finetune import Evaluation
 from d2v_pipeline.schema.ingest import ImageIngest, Ingest, SpeechIngest, TextIngest
 from d2v_pipeline.schema.pretrain import ImagePretrain, Pretrain, SpeechPretrain, TextPretrain
 from d2v_pipeline.schema.report import Report
+from d2v_pipeline.schema.runtime import Runtime
 from d2v_pipeline.schema.tune import Tune
 
 MODALITIES = ("image", "speech", "text")
@@ -26,6 +27,7 @@ STAGE_FILES = {
     "finetune": "parameters_finetune.yml",
     "tune": "parameters_tune.yml",
     "report": "parameters_report.yml",
+    "runtime": "parameters_runtime.yml",
 }
 
 
@@ -40,6 +42,7 @@ class Modality(Block, Generic[IngestT, PretrainT]):
     pretrain: PretrainT = sub_block("conf/base/parameters_pretrain.yml")
     finetune: Evaluation = sub_block("conf/base/parameters_finetune.yml")
     tune: Tune = sub_block("conf/base/parameters_tune.yml")
+    runtime: Runtime = sub_block("conf/base/parameters_runtime.yml")
 
     def problems(self) -> Iterator[tuple[str, str]]:
         depth = self.pretrain.encoder.depth

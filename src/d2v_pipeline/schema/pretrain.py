@@ -244,7 +244,8 @@ class TextDecoder(Decoder):
 
 # ----------------------------------------------------------------------------- training loop
 class Train(LibraryBlock):
-    """One pretraining run: AdamW, warmup then cosine decay (TrainConfig)."""
+    """One pretraining run: AdamW, warmup then cosine decay (TrainConfig). Device, precision
+    and threads are `<m>.runtime` (parameters_runtime.yml)."""
 
     library = lib.TrainConfig
     steps: PositiveInt = Field(description="optimiser steps (the budget)")
@@ -257,8 +258,6 @@ class Train(LibraryBlock):
     eps: Positive = Field(description="Adam epsilon")
     grad_clip: NonNegative = Field(description="max gradient norm; 0 = off")
     seed: Count = Field(description="seeds initialisation, data order, masks and dropout")
-    threads: PositiveInt = Field(description="torch threads")
-    device: Literal["cpu", "cuda", "auto"] = Field(description="cpu | cuda | auto")
     augment_shift: Count = Field(description="images only: random shift of up to N pixels")
     pack_sequences: bool = Field(description="text only: full rows without padding")
     log_every: PositiveInt = Field(description="steps between history rows")

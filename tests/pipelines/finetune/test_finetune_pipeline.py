@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 from d2v_pipeline.data2vec import ImageEncoderConfig, build_encoder, config_to_dict
 from d2v_pipeline.datasets import CSVDataset, JSONDataset
 from d2v_pipeline.pipelines.finetune import create_pipeline
-from d2v_pipeline.pipelines.finetune.nodes import PREDICTION_COLUMNS
+from d2v_pipeline.pipelines.finetune.nodes import PREDICTION_COLUMNS, evaluate_encoder
 from d2v_pipeline.pipelines.ingest.nodes import nested_label_subsets
 
 MODALITIES = ("image", "speech", "text")
@@ -42,6 +42,9 @@ def test_lanes_keep_their_names_and_raise_no_dotted_name_warning(monkeypatch):
         assert {f"{m}.{x}.method_predictions" for x in (*METHODS, "raw_input")} <= outputs
         lane = pipeline.only_nodes_with_namespaces([m])
         assert f"params:{m}.finetune" in lane.inputs()
+        # one runtime block feeds every encoder evaluation of the lane (not the raw baseline)
+        readers = {n.name for n in lane.nodes if f"params:{m}.runtime" in n.inputs}
+        assert readers == {f"{m}.evaluate_{x}" for x in METHODS}
         assert f"{m}.data2vec2.encoder" in lane.inputs()
 
 
@@ -75,10 +78,11 @@ def _lane_inputs(n_train: int = 300, n_val: int = 150, n_test: int = 150) -> dic
             "progress": False,
             "probe": {"top_k": 2, "Cs": [1.0], "max_iter": 100},
             "finetune": {"epochs": 2, "min_steps": 4, "max_steps": 6, "batch_size": 16,
-                         "patience": None, "threads": 1},
+                         "patience": None},
             "raw_baseline": {},
             "projection": {"max_points": 50},
         },
+        "params:image.runtime": {"threads": 1},
     }  # fmt: skip
     for i, method in enumerate(METHODS):  # distinct real encoders, one per method
         torch.manual_seed(i)
@@ -156,3 +160,26 @@ def test_per_method_tables_are_pieces_of_the_merged_one(image_lane):
         [out[f"image.{m}.method_predictions"] for m in (*METHODS, "raw_input")], ignore_index=True
     )
     pd.testing.assert_frame_equal(pieces, merged)
+
+
+def test_the_node_fine_tunes_on_two_data_parallel_workers(image_lane):
+    """runtime.nproc_per_node=2: the node's fine-tuning runs go to 2 elastic workers (gloo);
+    every evaluation is still there, the probes (this process) are unchanged, and the
+    fine-tuned classifiers agree with the 1-process ones on nearly every test example (the
+    same global batches; the summed gradients differ only in float reassociation)."""
+    inputs, out = image_lane
+    args = [inputs[f"image.{k}"] for k in ("model_input", "label_subsets", "dataset_info")]
+    args += [inputs[f"image.data2vec.{k}"] for k in ("encoder", "pretrain_meta")]
+    args += [inputs["params:image.finetune"], {"threads": 1, "nproc_per_node": 2}]
+    metrics, _, curves, _, preds = evaluate_encoder(*args)
+    one = out["image.data2vec.method_metrics"]
+    cols = [*KEYS, "metric"]
+    assert metrics[cols].values.tolist() == one[cols].values.tolist()
+    probes = metrics["protocol"] != "finetune"
+    assert metrics[probes]["value"].tolist() == one[probes]["value"].tolist()
+    assert len(curves) == len(out["image.data2vec.method_curves"])
+    tuned = preds[preds["protocol"] == "finetune"].reset_index(drop=True)
+    single = out["image.data2vec.method_predictions"]
+    single = single[single["protocol"] == "finetune"].reset_index(drop=True)
+    assert len(tuned) == len(single) > 0
+    assert (tuned["prediction"] == single["prediction"]).mean() >= 0.95

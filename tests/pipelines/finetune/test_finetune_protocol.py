@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from d2v_pipeline.data2vec import (
+    Runtime,
     SpeechEncoderConfig,
     TrainConfig,
     build_encoder,
@@ -82,17 +83,20 @@ def test_scratch_and_pretrained_arms_both_train_their_front_end():
             "data2vec", "speech", {"top_k": 2, "mask": {"mask_prob": 0.65, "mask_length": 3}}
         ),
     )
-    steps = TrainConfig(steps=4, batch_size=8, lr=3e-3, threads=1, log_every=4, checkpoint_every=0)
-    state = pretrain(model, {"x": _tones(32, 0)[0]}, steps, progress=False).encoder_state
+    one_thread = Runtime(threads=1)
+    steps = TrainConfig(steps=4, batch_size=8, lr=3e-3, log_every=4, checkpoint_every=0)
+    state = pretrain(
+        model, {"x": _tones(32, 0)[0]}, steps, progress=False, runtime=one_thread
+    ).encoder_state
     pretrained = load_encoder(TINY_SPEECH, state)
 
-    budget = {"epochs": 2, "min_steps": 0, "max_steps": 6, "batch_size": 8, "threads": 1}
+    budget = {"epochs": 2, "min_steps": 0, "max_steps": 6, "batch_size": 8}
     cfg = FinetuneConfig.from_dict({**_finetune_block("speech"), **budget})
     data = [_tones(32, s) for s in (1, 2, 3)]
     changed = {}
     for arm, encoder in (("scratch", scratch), ("data2vec", pretrained)):
         before = {n: p.detach().clone() for n, p in encoder.named_parameters()}
-        tuned = finetune(encoder, 2, *data, cfg, progress=False).model.encoder
+        tuned = finetune(encoder, 2, *data, cfg, progress=False, runtime=one_thread).model.encoder
         changed[arm] = {n for n, p in tuned.named_parameters() if not torch.equal(p, before[n])}
         frontend = {n for n in before if n.startswith("frontend.")}
         assert frontend and frontend <= changed[arm], arm

@@ -15,6 +15,11 @@ comes from the labelled subset (drawn per seed, see ``label_subsets``) and the
 fine-tuning initialisation/order; each method has one pretraining run. The protocol is
 written up in docs/protocol.md.
 
+Where the encoder runs is ``<m>.runtime``: the probes' features are extracted on its device
+and precision, in this process; the fine-tuning runs of a node go through
+:func:`~d2v_pipeline.data2vec.runtime.launch` together (:func:`finetune_runs`), in this
+process or on ``nproc_per_node`` data-parallel workers.
+
 Besides the metrics, every evaluation records its per-example test predictions
 (``PREDICTION_COLUMNS``, one row per test example): the report's paired bootstrap over
 test examples resamples them.
@@ -31,8 +36,10 @@ import torch
 from sklearn.decomposition import PCA
 
 from d2v_pipeline.data2vec.encoders import load_encoder
+from d2v_pipeline.data2vec.runtime import Runtime, launch
 from d2v_pipeline.evaluation import (
     FinetuneConfig,
+    FinetuneResult,
     ProbeResult,
     RawBaselineConfig,
     extract_feature_sets,
@@ -44,6 +51,7 @@ from d2v_pipeline.evaluation import (
 from d2v_pipeline.io import CONTENT_HASH_KEY, tensors_sha256
 from d2v_pipeline.schema.check import validated
 from d2v_pipeline.schema.finetune import Evaluation
+from d2v_pipeline.schema.runtime import runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +116,11 @@ def _feature_sets(
     pool: str,
     source: str,
     split_name: str,
+    runtime: Runtime,
 ) -> dict[str, np.ndarray]:
     """Features of one split; non-finite values stop here, naming the encoder ``source``."""
     am = split[2] if len(split) == 3 else None
-    feats = extract_feature_sets(encoder, split[0], am, sets=sets, pool=pool)
+    feats = extract_feature_sets(encoder, split[0], am, sets=sets, pool=pool, runtime=runtime)
     for name, values in feats.items():
         bad = ~np.isfinite(values)
         if bad.any():
@@ -198,6 +207,32 @@ def _concat_predictions(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[list(PREDICTION_COLUMNS)]
 
 
+def finetune_runs(
+    encoder: torch.nn.Module,
+    num_classes: int,
+    train: tuple,
+    val: tuple,
+    test: tuple,
+    runs: list[tuple[int, np.ndarray]],
+    settings: dict[str, Any],
+    progress: bool,
+    runtime: Runtime,
+) -> list[FinetuneResult]:
+    """Fine-tune ``encoder`` once per ``(seed, train indices)`` of ``runs``, in this process:
+    the function :func:`~d2v_pipeline.data2vec.runtime.launch` runs on every data-parallel
+    worker (module level: the workers unpickle it by name). ``settings`` is
+    ``<m>.finetune.finetune``; each run's ``seed`` is set here."""
+    results = []
+    for seed, idx in runs:
+        cfg = FinetuneConfig(**settings, seed=int(seed))
+        subset = _take(train, idx)
+        res = finetune(encoder, num_classes, subset, val, test, cfg, progress, runtime=runtime)
+        if res.model is not None:  # back through the launcher's queue: CPU tensors only
+            res.model = res.model.cpu()
+        results.append(res)
+    return results
+
+
 def evaluate_encoder(
     model_input: dict[str, torch.Tensor],
     label_subsets: dict[str, Any],
@@ -205,8 +240,12 @@ def evaluate_encoder(
     encoder_state: dict[str, torch.Tensor],
     pretrain_meta: dict[str, Any],
     params: dict[str, Any],
+    runtime: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Probe and fine-tune one method's encoder at every label fraction and seed.
+
+    ``runtime`` (``<m>.runtime``) places the feature extraction and the fine-tuning runs
+    (device, precision; ``nproc_per_node`` > 1 fine-tunes on data-parallel workers).
 
     Returns:
         tidy metrics rows, details (confusion matrices summed over seeds), the
@@ -220,6 +259,7 @@ def evaluate_encoder(
     encoder = load_encoder(pretrain_meta["config"]["encoder"], encoder_state, modality)
     encoder.eval()
     ev = _evaluation(params, modality)
+    rt = runtime_of(runtime, modality)
     pool = ev.probe.pool
     top_k = encoder.depth if ev.probe.top_k is None else ev.probe.top_k
     probe_cfg = {"Cs": ev.probe.Cs, "max_iter": ev.probe.max_iter}
@@ -232,10 +272,21 @@ def evaluate_encoder(
     sets = {p: spec for p, spec in probes.items() if p in protocols}
     sets["projection"] = ("final", None)  # test-set PCA, same pass
     per_split = [
-        _feature_sets(encoder, split, sets, pool, source, name)
+        _feature_sets(encoder, split, sets, pool, source, name, rt)
         for split, name in zip((train, val, test), SPLITS, strict=True)
     ]
     feats = {p: [f[p] for f in per_split] for p in sets if p != "projection"}
+    # every fine-tuning run of this node in one launch (one set of workers under DDP)
+    tuned = [
+        (fraction, seed)
+        for fraction in ev.fractions
+        for seed in ev.seeds
+        if "finetune" in protocols and fraction in ft_fractions
+    ]
+    runs = [(seed, subset_indices(label_subsets, f, seed)) for f, seed in tuned]
+    settings = ev.finetune.model_dump()
+    args = (encoder, num_classes, train, val, test, runs, settings, ev.progress, rt)
+    finetuned = dict(zip(tuned, launch(finetune_runs, rt, *args) if runs else [], strict=True))
 
     rows: list[dict[str, Any]] = []
     confusion: dict[str, dict[str, Any]] = {}
@@ -263,12 +314,8 @@ def evaluate_encoder(
                         modality, method, protocol, fraction, seed, test_y, res.test_predictions
                     )
                 )
-            if "finetune" in protocols and fraction in ft_fractions:
-                cfg = FinetuneConfig(**ev.finetune.model_dump(), seed=int(seed))
-                res = finetune(
-                    encoder, num_classes, _take(train, idx), val, test, cfg,
-                    progress=ev.progress,
-                )  # fmt: skip
+            if (fraction, seed) in finetuned:
+                res = finetuned[(fraction, seed)]
                 metrics = {"accuracy": res.test_accuracy, "macro_f1": res.test_macro_f1}
                 rows += _rows(metrics, modality, method, fraction, seed, "finetune")
                 _add_confusion(confusion, "finetune", fraction, res.confusion)

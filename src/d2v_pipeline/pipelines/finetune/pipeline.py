@@ -4,7 +4,7 @@ Per namespace m (image, speech, text) and method (data2vec, data2vec2, masked_re
 scratch)::
 
     m.model_input + m.label_subsets + m.dataset_info + m.<method>.encoder
-        + m.<method>.pretrain_meta + params:m.finetune -> evaluate_<method>
+        + m.<method>.pretrain_meta + params:m.finetune + params:m.runtime -> evaluate_<method>
         -> m.<method>.method_{metrics,details,curves,projection,predictions}
     the same inputs (+ m.texts for text) -> evaluate_raw_input -> m.raw_input.method_*
     all of them -> collect_evaluation
@@ -27,6 +27,7 @@ PER_METHOD = (
 PER_RAW = ("method_metrics", "method_details", "method_predictions")
 MERGED = ("eval_metrics", "eval_details", "finetune_curves", "feature_projection")
 MERGED += ("test_predictions",)
+WEIGHTS = ("encoder", "pretrain_meta")  # what evaluate_<method> reads of a pretraining run
 
 
 def _lane(modality: str) -> Pipeline:
@@ -40,10 +41,11 @@ def _lane(modality: str) -> Pipeline:
 
     shared = [ns("model_input"), ns("label_subsets"), ns("dataset_info")]
     params = f"params:{modality}.finetune"
+    runtime = f"params:{modality}.runtime"  # device, precision, processes of the encoder runs
     nodes = [
         Node(
             evaluate_encoder,
-            inputs=[*shared, ns(f"{method}.encoder"), ns(f"{method}.pretrain_meta"), params],
+            inputs=[*shared, *(ns(f"{method}.{d}") for d in WEIGHTS), params, runtime],
             outputs=[ns(f"{method}.{name}") for name in PER_METHOD],
             name=f"evaluate_{method}",
             namespace=modality,

@@ -3,14 +3,25 @@
 Every method of a modality uses the same encoder config, data and training budget
 (``<m>.pretrain.encoder`` and ``<m>.pretrain.train``), so the comparison is fair;
 only the method block (``<m>.pretrain.data2vec`` / ``masked_recon``) differs.
+
+Where the training runs is ``<m>.runtime`` (device, precision, processes). One run is
+:func:`plan_pretraining` (configs, run key, state folder) -> :func:`train_planned` (the
+library call, through :func:`~d2v_pipeline.data2vec.runtime.launch`: in this process, or on
+``nproc_per_node`` data-parallel workers, or on every rank of a ``torchrun`` job) ->
+:func:`pretrain_outputs` (encoder file, metadata, history). The Kedro node and the
+``python -m d2v_pipeline.train`` command line both go through these three steps, so they
+train the same thing into the same resumable state and write the same artefacts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +31,13 @@ import torch
 from d2v_pipeline.data2vec import config as cfgs
 from d2v_pipeline.data2vec.encoders import build_encoder
 from d2v_pipeline.data2vec.models import build_pretrain_model
-from d2v_pipeline.data2vec.train import pretrain
+from d2v_pipeline.data2vec.runtime import Runtime, launch
+from d2v_pipeline.data2vec.train import PretrainResult, pretrain
 from d2v_pipeline.experiment import encoder_config, environment, pretraining_data
 from d2v_pipeline.io import EncoderWeights, encoder_header, sha256_bytes, tensors_sha256
 from d2v_pipeline.schema.check import validated
 from d2v_pipeline.schema.pretrain import ImagePretrain, SpeechPretrain, TextPretrain
+from d2v_pipeline.schema.runtime import runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -149,58 +162,122 @@ def _state_dir(params: Mapping[str, Any], modality: str, method: str) -> Path | 
     return Path(str(root)) / method
 
 
-def pretrain_encoder(
-    model_input: dict[str, torch.Tensor],
-    dataset_info: dict[str, Any],
-    params: dict[str, Any],
+@dataclass(frozen=True)
+class PretrainPlan:
+    """One pretraining run, decided from the parameters and the data before any training:
+    what the node and the command line share (same plan = same run key = same state folder).
+
+    Attributes:
+        state_dir: ``<state_dir>/<method>/<run key>`` (None: no resumable checkpoints).
+        method_dir: ``<state_dir>/<method>``, where superseded run keys are cleared.
+    """
+
+    modality: str
+    method: str
+    encoder: Any  # the modality's EncoderConfig
+    method_config: Any  # the method's config (None for scratch)
+    train: cfgs.TrainConfig
+    runtime: Runtime
+    run_key: str
+    state_dir: Path | None
+    method_dir: Path | None
+    resume: bool
+    progress: bool
+
+
+def plan_pretraining(
     method: str,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], pd.DataFrame]:
-    """Pretrain one encoder with ``method`` on the train split (never val/test).
+    dataset_info: Mapping[str, Any],
+    params: Mapping[str, Any],
+    runtime: Mapping[str, Any] | None,
+) -> PretrainPlan:
+    """The plan of ``method``'s run from ``<m>.pretrain`` (``params``) and ``<m>.runtime``.
 
-    Args:
-        model_input: ingested tensors (``train.x`` ...).
-        dataset_info: shapes, vocabulary and content hash from ingest.
-        params: ``<m>.pretrain`` (encoder, train, and one block per method); ``state_dir`` is
-            the folder for resumable checkpoints (``<state_dir>/<method>/<run key>``): a run
-            killed mid-way continues from its last checkpoint.
-        method: ``data2vec``, ``data2vec2`` or ``masked_recon``.
-
-    Returns:
-        Student encoder weights (with the header that describes them: modality, method,
-        encoder config), metadata (config, seed, data hash, the weights' ``content_sha256``,
-        versions, collapse flag, deviations) and the training history table.
+    The run key hashes what the run learns: the configs, the data and the precision (bf16 /
+    fp16 weights are other weights). Device, process count, threads and compile are left
+    out: they change how the sums are rounded (and, with several processes, which dropout
+    mask a sample draws), as another machine would, so a finished state is reused whichever
+    of them trained it: a ``torchrun`` job's state serves the later ``kedro run``.
     """
     modality = dataset_info["modality"]
+    rt = runtime_of(runtime, modality)
     enc_cfg, method_cfg, train_cfg = _configs(method, dataset_info, params)
-    data = pretraining_data(model_input)
     key = run_key(
         method,
         cfgs.config_to_dict(enc_cfg),
         cfgs.config_to_dict(method_cfg),
         cfgs.config_to_dict(train_cfg),
         dataset_info.get("content_hash"),
+        {"precision": rt.precision},
     )
     method_dir = _state_dir(params, modality, method)
-    state_dir = method_dir / key if method_dir is not None else None
-    log.info(
-        "%s/%s: pretraining %d steps on %d unlabelled examples (state: %s)",
-        modality,
-        method,
-        train_cfg.steps,
-        len(data["x"]),
-        state_dir,
-    )
-    model = build_pretrain_model(method, enc_cfg, method_cfg, seed=train_cfg.seed)
-    result = pretrain(
-        model,
-        data,
-        train_cfg,
-        checkpoint_dir=state_dir,
+    return PretrainPlan(
+        modality=modality,
+        method=method,
+        encoder=enc_cfg,
+        method_config=method_cfg,
+        train=train_cfg,
+        runtime=rt,
+        run_key=key,
+        state_dir=method_dir / key if method_dir is not None else None,
+        method_dir=method_dir,
         resume=bool(params.get("resume", True)),
         progress=bool(params.get("progress", True)),
     )
-    for other in method_dir.iterdir() if method_dir is not None else ():
-        if other.is_dir() and other.name != key:  # states of superseded configs
+
+
+def train_planned(plan: PretrainPlan, data: dict[str, torch.Tensor]) -> PretrainResult:
+    """Build the model and pretrain it as ``plan`` says, in this process: the function
+    :func:`~d2v_pipeline.data2vec.runtime.launch` runs on every data-parallel worker (so it
+    lives at module level: the workers unpickle it by name)."""
+    model = build_pretrain_model(
+        plan.method, plan.encoder, plan.method_config, seed=plan.train.seed
+    )
+    return pretrain(
+        model,
+        data,
+        plan.train,
+        checkpoint_dir=plan.state_dir,
+        resume=plan.resume,
+        progress=plan.progress,
+        runtime=plan.runtime,
+    )
+
+
+def run_pretraining(plan: PretrainPlan, data: dict[str, torch.Tensor]) -> PretrainResult | None:
+    """:func:`train_planned` on ``plan.runtime``: in this process (one process), on
+    ``nproc_per_node`` workers started by torch's elastic launcher, or on this rank of a
+    ``torchrun`` job. Returns rank 0's result (None on the other ranks of a torchrun job)."""
+    log.info(
+        "%s/%s: pretraining %d steps on %d unlabelled examples (state: %s; runtime: %s)",
+        plan.modality,
+        plan.method,
+        plan.train.steps,
+        len(data["x"]),
+        plan.state_dir,
+        _runtime_text(plan.runtime),
+    )
+    return launch(train_planned, plan.runtime, plan, data)
+
+
+def _runtime_text(rt: Runtime) -> str:
+    """``cpu, fp32, 1 process``; under torchrun the world size is torchrun's."""
+    if "WORLD_SIZE" in os.environ:
+        procs = f"{os.environ['WORLD_SIZE']} processes (torchrun)"
+    else:
+        procs = f"{rt.nproc_per_node} processes" if rt.nproc_per_node > 1 else "1 process"
+    compiled = ", compiled" if rt.compile else ""
+    return f"{rt.device}, {rt.precision}, {procs}{compiled}"
+
+
+def pretrain_outputs(
+    plan: PretrainPlan, result: PretrainResult, dataset_info: Mapping[str, Any]
+) -> tuple[EncoderWeights, dict[str, Any], pd.DataFrame]:
+    """The node's outputs from rank 0's result: encoder weights (with their header),
+    metadata and the history table; training states of superseded configs are removed."""
+    modality, method, train_cfg = plan.modality, plan.method, plan.train
+    for other in plan.method_dir.iterdir() if plan.method_dir is not None else ():
+        if other.is_dir() and other.name != plan.run_key:  # states of superseded configs
             shutil.rmtree(other, ignore_errors=True)
     history = pd.DataFrame(result.history)
     last = result.history[-1] if result.history else {}
@@ -225,16 +302,52 @@ def pretrain_encoder(
         "final_target_std": last.get("target_std"),
         "final_pred_std": last.get("pred_std"),
         "data_hash": dataset_info.get("content_hash"),
-        "run_key": key,
+        "run_key": plan.run_key,
+        "resumed_from_step": result.resumed_from_step,
+        "device": result.info.get("device"),  # where this call ran (resolved, e.g. cuda:0)
+        "world_size": result.info.get("world_size", 1),
+        "skipped_steps": result.info.get("skipped_steps", 0),  # fp16 overflows, retried
         "config": {
-            "encoder": cfgs.config_to_dict(enc_cfg),
-            "method": cfgs.config_to_dict(method_cfg),
+            "encoder": cfgs.config_to_dict(plan.encoder),
+            "method": cfgs.config_to_dict(plan.method_config),
             "train": cfgs.config_to_dict(train_cfg),
+            "runtime": dataclasses.asdict(plan.runtime),
         },
         "environment": environment(),
         "deviations": deviations(method, modality),
     }
-    return _encoder_output(result.encoder_state, meta, enc_cfg), meta, history
+    encoder = _encoder_output(result.encoder_state, meta, plan.encoder)
+    return encoder, meta, history
+
+
+def pretrain_encoder(
+    model_input: dict[str, torch.Tensor],
+    dataset_info: dict[str, Any],
+    params: dict[str, Any],
+    runtime: dict[str, Any],
+    method: str,
+) -> tuple[EncoderWeights, dict[str, Any], pd.DataFrame]:
+    """Pretrain one encoder with ``method`` on the train split (never val/test).
+
+    Args:
+        model_input: ingested tensors (``train.x`` ...).
+        dataset_info: shapes, vocabulary and content hash from ingest.
+        params: ``<m>.pretrain`` (encoder, train, and one block per method); ``state_dir`` is
+            the folder for resumable checkpoints (``<state_dir>/<method>/<run key>``): a run
+            killed mid-way continues from its last checkpoint, a finished one (e.g. written
+            by ``python -m d2v_pipeline.train`` under torchrun) is reused as it is.
+        runtime: ``<m>.runtime``: device, precision, compile, processes (``nproc_per_node``
+            > 1 trains on that many data-parallel workers; rank 0's result is returned).
+        method: ``data2vec``, ``data2vec2`` or ``masked_recon``.
+
+    Returns:
+        Student encoder weights (with the header that describes them: modality, method,
+        encoder config), metadata (config, seed, data hash, the weights' ``content_sha256``,
+        versions, collapse flag, deviations) and the training history table.
+    """
+    plan = plan_pretraining(method, dataset_info, params, runtime)
+    result = run_pretraining(plan, pretraining_data(model_input))
+    return pretrain_outputs(plan, result, dataset_info)
 
 
 def init_scratch_encoder(

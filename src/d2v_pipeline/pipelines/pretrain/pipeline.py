@@ -3,9 +3,12 @@
 Per namespace m (image, speech, text) and pretraining method (data2vec, data2vec2,
 masked_recon)::
 
-    m.model_input + m.dataset_info + params:m.pretrain -> pretrain_<method>
+    m.model_input + m.dataset_info + params:m.pretrain + params:m.runtime -> pretrain_<method>
         -> m.<method>.encoder, m.<method>.pretrain_meta, m.<method>.pretrain_history
     m.dataset_info + params:m.pretrain -> init_scratch_encoder -> m.scratch.encoder, ...
+
+``params:m.runtime`` (conf/base/parameters_runtime.yml) says where training runs: device,
+precision, processes. The scratch encoder is only initialised (no runtime).
 
 The resumable training state is not a dataset: it lives in the folder the parameter
 ``<m>.pretrain.state_dir`` names (conf/<env>/parameters_pretrain.yml, under that env's data
@@ -37,10 +40,11 @@ def _lane(modality: str) -> Pipeline:
         return f"{modality}.{name}"
 
     params = f"params:{modality}.pretrain"
+    runtime = f"params:{modality}.runtime"
     nodes = [
         Node(
             update_wrapper(partial(pretrain_encoder, method=method), pretrain_encoder),
-            inputs=[ns("model_input"), ns("dataset_info"), params],
+            inputs=[ns("model_input"), ns("dataset_info"), params, runtime],
             outputs=[ns(f"{method}.{d}") for d in ("encoder", "pretrain_meta", "pretrain_history")],
             name=f"pretrain_{method}",
             namespace=modality,
