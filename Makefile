@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export ITERATIVE_DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: install run smoke test lint format viz browser clean-venv
+.PHONY: install run smoke test lint format viz browser postgresql clean-venv
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -61,7 +61,19 @@ browser:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >$$log 2>&1 \
 	  || { tail -20 $$log; echo "error: could not install chromium (apt-get install chromium)"; exit 1; }; }
 
-test: lint browser
+# The tune tests start their own PostgreSQL server (tests/postgres_support.py) from
+# Debian's postgresql package: install it once when initdb is missing, like chromium.
+# The tests run initdb/pg_ctl from /usr/lib/postgresql/<version>/bin in a temporary
+# folder on 127.0.0.1; the package's own cluster is not used.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); log=$$(mktemp); \
+	  echo "installing postgresql with apt-get (log: $$log)"; \
+	  { $$SUDO apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >$$log 2>&1 \
+	  || { tail -20 $$log; echo "error: could not install postgresql (apt-get install postgresql)"; exit 1; }; }
+
+test: lint browser postgresql
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 viz: install

@@ -1,12 +1,15 @@
-"""Fixtures for the tune tests: small real ingested images and the real conf parameters."""
+"""Fixtures for the tune tests: small real ingested images, the real conf parameters and a
+real PostgreSQL server (tests/postgres_support.py)."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from postgres_support import PostgresServer, PostgresUnavailable, postgres_server
 from tune_helpers import conf_params, merge
 
 from d2v_pipeline.pipelines.ingest import nodes as ingest
@@ -35,7 +38,24 @@ def tune_params() -> Callable[..., dict[str, Any]]:
 
     def make(**overrides: Any) -> dict[str, Any]:
         params = copy.deepcopy(conf_params("tune")["image"]["tune"])
-        params["train"] = {**params.get("train", {}), "threads": 1}
         return merge(params, overrides)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server on 127.0.0.1 for the whole session, stopped and deleted at
+    the end. Missing server binaries fail the test (``make test`` installs them)."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except PostgresUnavailable as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's server (one per test): its SQLAlchemy URL."""
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+    return postgres.create_database(f"t_{name}")

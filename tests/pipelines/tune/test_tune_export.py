@@ -1,11 +1,13 @@
-"""The export module: the study figures name the objective and keep log-scale ticks legible."""
+"""The export module: the study figures name the objective and keep log-scale ticks legible;
+the rank correlation of early probes with the final value."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import optuna
+import pytest
 
-from d2v_pipeline.pipelines.tune.export import OBJECTIVE, study_figures
+from d2v_pipeline.pipelines.tune.export import OBJECTIVE, probe_rank_correlation, study_figures
 
 
 def test_study_figures_name_the_objective_and_keep_log_ticks_apart():
@@ -52,3 +54,24 @@ def test_study_figures_name_the_objective_and_keep_log_ticks_apart():
         assert sum(OBJECTIVE in t for t in texts) >= 4
     finally:
         plt.close("all")
+
+
+def test_probe_rank_correlation_says_whether_early_probes_rank_like_the_final_value():
+    """Spearman correlation per probe step over the complete trials (an analytic study)."""
+    study = optuna.create_study(direction="maximize")
+    for i in range(5):
+        trial = study.ask()
+        trial.report(i / 10, 1)  # same order as the final value
+        trial.report(-i / 10, 2)  # reversed
+        trial.report(0.5, 3)  # ties: no ranking
+        if i < 3:
+            trial.report(i / 10, 4)  # reported by 3 trials only: too few
+        study.tell(trial, 0.2 + i / 100)
+    pruned = study.ask()
+    pruned.report(0.9, 1)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)  # no final value: left out
+    assert probe_rank_correlation(study.get_trials()) == {
+        "1": {"spearman": pytest.approx(1.0), "trials": 5},
+        "2": {"spearman": pytest.approx(-1.0), "trials": 5},
+        "3": {"spearman": None, "trials": 5},
+    }

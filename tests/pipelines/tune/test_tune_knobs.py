@@ -66,7 +66,7 @@ def test_trial_params_carry_knobs_budget_and_scaled_schedule(
     knobs = {"ema_decay": 0.98, "ema_end_decay": 0.995, "mask_prob": 0.5, "top_k": 1, "lr": 2e-3}
     params = trial_pretrain_params(pretrain_params, knobs, cfg, full_steps=12, anneal_end_step=4)
     _, method, train = _configs("data2vec", image_data["dataset_info"], params)
-    assert train.steps == 6 and train.lr == 2e-3 and train.threads == 1
+    assert train.steps == 6 and train.lr == 2e-3 and train.log_every == 2  # tune.train
     assert method.ema_decay == pytest.approx(0.96) and method.ema_end_decay == pytest.approx(0.99)
     assert method.ema_anneal_end_step == 2  # keeps tau_n / T
     assert method.top_k == 1 and method.mask.mask_prob == 0.5

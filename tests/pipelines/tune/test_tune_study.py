@@ -18,7 +18,7 @@ import yaml
 from kedro.config import OmegaConfigLoader
 from optuna.trial import TrialState
 from safetensors.torch import save_file
-from tune_helpers import PROJECT_ROOT
+from tune_helpers import PROJECT_ROOT, smoke_runtime
 
 from d2v_pipeline.datasets import YAMLDataset
 from d2v_pipeline.pipelines.pretrain.nodes import _configs
@@ -33,7 +33,7 @@ WORKER = Path(__file__).with_name("tune_worker.py")
 def _run(data, pretrain_params, tune, study_dir):
     record = run_tuning_study(
         data["model_input"], data["label_subsets"], data["dataset_info"], pretrain_params, tune,
-        study_dir,
+        smoke_runtime(), study_dir,
     )  # fmt: skip
     table, best, summary, figures = export_tuning_results(
         record, data["dataset_info"], pretrain_params, tune, study_dir
@@ -111,6 +111,28 @@ def test_nan_trial_fails_with_reason_and_the_study_goes_on(
     assert (table["state"] != "FAIL").sum() == 2  # the other trials still ran
 
 
+def test_successive_halving_needs_a_min_resource_on_a_probe_step(
+    image_data, pretrain_params, tune_params, tmp_path
+):
+    tune = tune_params(n_trials=2)  # smoke: a probe every 4 of 8 steps
+    tune["pruner"] = {"type": "successive_halving", "min_resource": 2}
+    with pytest.raises(TuneConfigError, match=r"tune\.pruner\.min_resource: 2 must be a multi"):
+        _run(image_data, pretrain_params, tune, tmp_path)
+    tune["pruner"] = {"type": "successive_halving", "min_resource": 4, "reduction_factor": 2}
+    record, table, _, summary, _ = _run(image_data, pretrain_params, tune, tmp_path)
+    assert record["trials_run"] == [0, 1]  # the refused run started no trial
+    # trial 1 was compared with trial 0 at its step-4 probe: it went on only if not worse
+    first, second = table.loc[0], table.loc[1]
+    assert first["state"] == "COMPLETE"
+    step4 = [json.loads(t)["4"] for t in table["intermediate"]]
+    if step4[1] < step4[0]:
+        assert second["state"] == "PRUNED" and second["steps"] == 4
+        assert second["reason"].startswith("pruner (successive_halving)")
+    else:
+        assert second["state"] == "COMPLETE"
+    assert summary["probe_rank_correlation"] == {}  # 2 trials: too few to rank
+
+
 def test_trial_of_a_killed_worker_is_marked_stale_and_replaced(
     image_data, pretrain_params, tune_params, tmp_path
 ):
@@ -123,10 +145,33 @@ def test_trial_of_a_killed_worker_is_marked_stale_and_replaced(
     trial = study.ask()
     trial.set_user_attr("worker_host", socket.gethostname())
     trial.set_user_attr("worker_pid", int(dead.stdout))
-    record, table, *_ = _run(image_data, pretrain_params, tune, tmp_path)
+    record, table, _, summary, _ = _run(image_data, pretrain_params, tune, tmp_path)
     assert record["trials_run"] == [1]
     assert table.loc[0, "state"] == "FAIL" and table.loc[0, "reason"].startswith("stale")
     assert not table.loc[0, "counted"] and table.loc[1, "state"] in ("COMPLETE", "PRUNED")
+    # trial 1 re-ran trial 0 (killed before it drew parameters, so it draws its own)
+    assert table.loc[0, "replaced_by"] == 1 and table.loc[1, "replaces"] == 0
+    assert summary["replaced"] == {"0": 1}
+
+
+def test_a_lower_precision_runtime_is_part_of_the_study_setup(
+    image_data, pretrain_params, tune_params, tmp_path, caplog
+):
+    tune = tune_params(n_trials=1)
+    bf16 = {**smoke_runtime(), "precision": "bf16", "nproc_per_node": 2}
+    record = run_tuning_study(
+        image_data["model_input"], image_data["label_subsets"], image_data["dataset_info"],
+        pretrain_params, tune, bf16, tmp_path,
+    )  # fmt: skip
+    assert record["trials_run"] == [0]
+    assert "a tuning trial runs in one process" in caplog.text  # nproc_per_node: ignored
+    storage, _ = open_storage(None, tmp_path)
+    study = optuna.load_study(study_name="d2v_image", storage=storage)
+    assert study.user_attrs["setup"]["precision"] == "bf16"
+    assert "precision" not in study.user_attrs["setup"]["trial_train"]
+    # bf16 trials learn other weights: an fp32 worker may not add trials to this study
+    with pytest.raises(TuneConfigError, match=r"precision: 'bf16' -> None"):
+        _run(image_data, pretrain_params, {**tune, "n_trials": 2}, tmp_path)
 
 
 def test_best_params_yaml_overrides_pretrain_parameters(
@@ -164,6 +209,7 @@ def test_two_workers_share_one_study_without_lost_or_extra_trials(
         "label_subsets": image_data["label_subsets"],
         "pretrain": pretrain_params,
         "tune": tune_params(n_trials=4),
+        "runtime": smoke_runtime(),
     }
     (tmp_path / "inputs.json").write_text(json.dumps(inputs))
     study_dir = tmp_path / "study"

@@ -20,6 +20,11 @@ def merge(base: dict, overrides: dict) -> dict:
     return base
 
 
+def smoke_runtime() -> dict[str, Any]:
+    """``image.runtime`` of the smoke environment with one thread (the machine is shared)."""
+    return {**conf_params("runtime")["image"]["runtime"], "threads": 1}
+
+
 def conf_params(name: str, env: str = "smoke") -> dict[str, Any]:
     """conf/base/parameters_<name>.yml with conf/<env>'s overrides merged in."""
     with open(PROJECT_ROOT / "conf" / "base" / f"parameters_{name}.yml", encoding="utf-8") as fh:

@@ -8,6 +8,7 @@ objects its ``sampler`` and ``pruner`` entries describe. Nothing here runs a tri
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -149,6 +150,66 @@ def make_sampler(spec: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSamp
             return cls(seed=seed, **kwargs)
     except TypeError as err:
         raise config_error("tune.sampler", f"bad argument for {spec['type']}: {err}") from err
+
+
+# Pruners that compare trials at rungs: min_resource x reduction_factor^k steps (Optuna's
+# default reduction factor of each).
+RUNG_PRUNERS = {"successive_halving": 4, "hyperband": 3}
+
+
+def study_pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner from ``tune.pruner``. Hyperband's ``max_resource`` defaults to the
+    trial budget (``tune.steps``) instead of Optuna's "auto", which waits for a trial to
+    complete before it prunes anything and then takes its last probe step + 1."""
+    spec = dict(cfg.pruner)
+    if spec["type"] == "hyperband" and spec.get("max_resource", "auto") == "auto":
+        spec["max_resource"] = cfg.steps
+    return make_pruner(spec)
+
+
+def rung_steps(cfg: TuneConfig) -> list[list[int]]:
+    """Successive halving / hyperband: per bracket, the steps (below ``tune.steps``) at which
+    trials are compared; ``[]`` for other pruners.
+
+    ``min_resource`` must be given in steps, as a multiple of ``report_every``: a rung then
+    falls on a probe. Optuna's defaults (1, or "auto" = 1 % of the first complete trial's
+    steps) are far below one report interval, so every rung up to the first probe would be
+    judged at once on that one probe value. How early a probe already ranks settings as the
+    full budget does is a measured property of the data and model (README "Tuning").
+    """
+    spec = cfg.pruner
+    if spec["type"] not in RUNG_PRUNERS:
+        return []
+    where = "tune.pruner.min_resource"
+    r = spec.get("min_resource")
+    if not isinstance(r, int) or isinstance(r, bool):
+        raise config_error(
+            where,
+            f"{r!r}: set it in steps, a multiple of tune.report_every ({cfg.report_every}): the "
+            f"first step at which {spec['type']} compares trials",
+        )
+    if r % cfg.report_every or r >= cfg.steps:
+        raise config_error(
+            where,
+            f"{r} must be a multiple of tune.report_every {cfg.report_every} (trials are "
+            f"compared at probes) and below tune.steps {cfg.steps}",
+        )
+    eta = int(spec.get("reduction_factor", RUNG_PRUNERS[spec["type"]]))
+    if spec["type"] == "successive_halving":
+        first = [int(spec.get("min_early_stopping_rate", 0))]
+    else:
+        top = spec.get("max_resource", "auto")
+        top = cfg.steps if top == "auto" else int(top)  # as study_pruner sets it
+        n_brackets = math.floor(math.log(top / r, eta)) + 1 if top > r else 1
+        first = list(range(n_brackets))
+    brackets = []
+    for s in first:
+        steps, k = [], 0
+        while (step := r * eta ** (s + k)) < cfg.steps:
+            steps.append(step)
+            k += 1
+        brackets.append(steps)
+    return brackets
 
 
 def make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:

@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .config import KNOBS, TuneConfig
 from .knobs import knobs_from_params
-from .storage import trial_counts
+from .storage import replacements, trial_counts
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,16 @@ def trials_table(
     study: optuna.Study, defaults: Mapping[str, Any], tuned: Sequence[str]
 ) -> pd.DataFrame:
     """One row per trial: number, state, value, knob values (full-run units), budget used,
-    duration and the prune/fail reason."""
+    duration, the prune/fail reason, and which trial re-ran a lost one's parameters
+    (``replaces`` / ``replaced_by``: trial numbers, empty when none)."""
     knob_columns = [k for k in KNOBS if k != "lr" or "lr" in tuned]
     columns = ["number", "state", "value", "default", *knob_columns, "trial_ema_decay",
-               "trial_ema_end_decay", "steps", "duration_s", "counted", "reason",
-               "intermediate", "params"]  # fmt: skip
+               "trial_ema_end_decay", "steps", "duration_s", "counted", "reason", "replaces",
+               "replaced_by", "intermediate", "params"]  # fmt: skip
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    replaced_by = replacements(trials)  # read from the replacements: always recorded
+    for t in trials:
         knobs = _trial_knobs(t, defaults)
         ua = t.user_attrs
         duration = (
@@ -65,11 +68,41 @@ def trials_table(
                 "duration_s": duration,
                 "counted": trial_counts(t),
                 "reason": ua.get("prune_reason") or ua.get("fail_reason"),
+                "replaces": ua.get("replaces_trial"),
+                "replaced_by": replaced_by.get(t.number),
                 "intermediate": json.dumps({str(k): v for k, v in t.intermediate_values.items()}),
                 "params": json.dumps(t.params, sort_keys=True),
             }
         )
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    # trial numbers, not floats with NaN for "none"
+    return table.astype({"replaces": "Int64", "replaced_by": "Int64"})
+
+
+# fewest complete trials for a rank correlation worth printing
+MIN_TRIALS_FOR_CORRELATION = 4
+
+
+def probe_rank_correlation(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
+    """Per probe step: the Spearman rank correlation between the complete trials' probe at
+    that step and their final value (how far an early probe already orders the settings as
+    the full budget does: what a successive-halving or hyperband rung at that step relies
+    on), and how many trials it covers. ``None`` when the values tie (no ranking)."""
+    from scipy.stats import spearmanr
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    steps = sorted({s for t in complete for s in t.intermediate_values})
+    out: dict[str, Any] = {}
+    for step in steps:
+        pairs = [(t.intermediate_values[step], t.value) for t in complete
+                 if step in t.intermediate_values]  # fmt: skip
+        if len(pairs) < MIN_TRIALS_FOR_CORRELATION:
+            continue
+        early, final = np.array(pairs).T
+        tied = np.ptp(early) == 0 or np.ptp(final) == 0
+        rho = None if tied else float(spearmanr(early, final).statistic)
+        out[str(step)] = {"spearman": rho, "trials": len(pairs)}
+    return out
 
 
 def study_summary(
@@ -84,7 +117,9 @@ def study_summary(
     by_state = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: t.value) if complete else None
-    default = next((t for t in trials if t.user_attrs.get("enqueued") == "default"), None)
+    # the default config's trial; if a killed worker lost it, the replacement that counted
+    tagged = [t for t in trials if t.user_attrs.get("enqueued") == "default"]
+    default = next((t for t in tagged if trial_counts(t)), tagged[0] if tagged else None)
     counted = [t for t in trials if trial_counts(t) and t.state != TrialState.RUNNING]
     steps_run = sum(int(t.user_attrs.get("steps") or 0) for t in counted)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
@@ -103,6 +138,10 @@ def study_summary(
         "n_trials_target": cfg.n_trials,
         "n_trials_counted": sum(trial_counts(t) for t in trials),
         "states": by_state,
+        # lost trials (killed worker, Ctrl-C) and the trials that re-ran their parameters
+        "replaced": {str(k): v for k, v in sorted(replacements(trials).items())},
+        # does an early probe rank settings like the final one? (pruning relies on it)
+        "probe_rank_correlation": probe_rank_correlation(trials),
         "searched": tuned,
         "best": None,
         "default": None,

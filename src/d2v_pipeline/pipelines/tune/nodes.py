@@ -8,6 +8,7 @@ pretrain pipeline would.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ import torch
 from d2v_pipeline.experiment import pretraining_data
 from d2v_pipeline.pipelines.finetune.nodes import subset_indices
 from d2v_pipeline.pipelines.pretrain.nodes import _configs
+from d2v_pipeline.schema.runtime import runtime_of
 
 from .config import TuneConfig, tune_config_from_dict
 from .export import study_figures, study_summary, trials_table
@@ -50,6 +52,7 @@ def run_tuning_study(
     dataset_info: dict[str, Any],
     pretrain_params: dict[str, Any],
     tune_params: dict[str, Any],
+    runtime_params: dict[str, Any] | None,
     study_dir: Path,
 ) -> dict[str, Any]:
     """Run (or continue) the modality's study until it holds ``tune.n_trials`` trials.
@@ -61,12 +64,24 @@ def run_tuning_study(
         dataset_info: shapes, vocabulary and content hash from ingest.
         pretrain_params: ``<m>.pretrain`` (the full run the knobs are tuned for).
         tune_params: ``<m>.tune`` (budget, search space, sampler, pruner, probe, storage).
+        runtime_params: ``<m>.runtime`` (device, precision, threads) for the trials'
+            pretraining and probes; a trial runs in one process (``nproc_per_node`` > 1 is
+            ignored with a warning: run several workers instead).
         study_dir: folder of the default journal-file study.
 
     Returns:
         A record of this run: trials run, counts before/after, seconds, storage.
     """
     cfg, build, defaults, (enc, method, train) = _base(dataset_info, pretrain_params, tune_params)
+    runtime = runtime_of(runtime_params, cfg.modality)
+    if runtime.nproc_per_node > 1:
+        log.warning(
+            "%s.runtime.nproc_per_node %d: a tuning trial runs in one process; start several "
+            "tuning workers on the study instead (README: Tuning on a shared database)",
+            cfg.modality,
+            runtime.nproc_per_node,
+        )
+        runtime = dataclasses.replace(runtime, nproc_per_node=1)
     idx = subset_indices(label_subsets, cfg.probe.label_fraction, cfg.probe.subset_seed)
     ctx = TrialContext(
         cfg=cfg,
@@ -78,13 +93,16 @@ def run_tuning_study(
         depth=enc.depth,
         full_steps=train.steps,
         anneal_end_step=method.ema_anneal_end_step,
+        runtime=runtime,
     )
     trial_params = trial_pretrain_params(
         pretrain_params, defaults, cfg, train.steps, method.ema_anneal_end_step
     )
-    setup = study_setup(cfg, dataset_info, (enc, method, train), build(trial_params)[2])
+    setup = study_setup(
+        cfg, dataset_info, (enc, method, train), build(trial_params)[2], runtime.precision
+    )
     where = describe_storage(cfg.storage, study_dir)
-    study, storage, lock_base = open_study(cfg, study_dir)
+    study, storage, lock = open_study(cfg, study_dir)
     check_setup(study, setup, where)
     log.info(
         "%s: study %r in %s: up to %d trials of %d pretraining steps",
@@ -94,7 +112,7 @@ def run_tuning_study(
         cfg.n_trials,
         cfg.steps,
     )
-    record = run_study(study, storage, lock_base, ctx)
+    record = run_study(study, storage, lock, ctx)
     log.info(
         "%s: ran %d trial(s) in %.1f s; study holds %d of %d (%s)",
         cfg.modality,

@@ -24,6 +24,7 @@ def _lane() -> Pipeline:
                     "dataset_info",
                     "params:pretrain",
                     "params:tune",
+                    "params:runtime",
                     "tune_study",
                 ],
                 outputs="tune_run",

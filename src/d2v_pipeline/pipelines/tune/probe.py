@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from d2v_pipeline.data2vec.runtime import Runtime
 from d2v_pipeline.evaluation import extract_features, linear_probe
 
 from .config import ProbeSettings
@@ -79,8 +80,11 @@ def make_probe_data(
     return data
 
 
-def probe_score(encoder: torch.nn.Module, data: ProbeData, s: ProbeSettings) -> dict[str, Any]:
-    """Val-half accuracy of a linear probe on the frozen encoder (C chosen on the other half).
+def probe_score(
+    encoder: torch.nn.Module, data: ProbeData, s: ProbeSettings, runtime: Runtime | None = None
+) -> dict[str, Any]:
+    """Val-half accuracy of a linear probe on the frozen encoder (C chosen on the other half);
+    features on ``runtime``'s device and precision (None: where the encoder is, fp32).
 
     Raises TrialFailure("non_finite_features") when the encoder outputs NaN/inf.
     """
@@ -97,6 +101,7 @@ def probe_score(encoder: torch.nn.Module, data: ProbeData, s: ProbeSettings) -> 
                     top_k=s.top_k,
                     pool=s.pool,
                     batch_size=s.batch_size,
+                    runtime=runtime,
                 )
                 for x, _, am in (data.train, data.select, data.score)
             ]

@@ -28,34 +28,52 @@ from tqdm.auto import tqdm
 
 from d2v_pipeline.data2vec import config as cfgs
 from d2v_pipeline.data2vec.models import build_pretrain_model
+from d2v_pipeline.data2vec.runtime import Runtime
 from d2v_pipeline.data2vec.train import derive_seed, pretrain
 
-from .config import TuneConfig, TuneConfigError, config_error, make_pruner, make_sampler
+from .config import (
+    TuneConfig,
+    TuneConfigError,
+    config_error,
+    make_sampler,
+    rung_steps,
+    study_pruner,
+)
 from .knobs import KNOB_PARAM, params_from_knobs, suggest_knobs, trial_pretrain_params
 from .probe import ProbeData, TrialFailure, probe_score
-from .storage import count_lock, fail_stale_trials, open_storage, trial_counts
+from .storage import (
+    CountLock,
+    count_lock,
+    fail_stale_trials,
+    open_storage,
+    requeue_interrupted_trials,
+    trial_counts,
+)
 
 log = logging.getLogger(__name__)
 
 
-def open_study(cfg: TuneConfig, study_dir: Path | None) -> tuple[optuna.Study, BaseStorage, Any]:
+def open_study(
+    cfg: TuneConfig, study_dir: Path | None
+) -> tuple[optuna.Study, BaseStorage, CountLock]:
     """Create or load the study (maximise the probe accuracy)."""
-    storage, lock_base = open_storage(cfg.storage, study_dir)
-    with count_lock(lock_base):
+    storage, lock = open_storage(cfg.storage, study_dir)
+    with count_lock(lock, cfg.study_name):
         study = optuna.create_study(
             study_name=cfg.study_name,
             storage=storage,
             direction="maximize",
             load_if_exists=True,
             sampler=make_sampler(cfg.sampler, seed=int(cfg.sampler.get("seed", 0))),
-            pruner=make_pruner(cfg.pruner),
+            pruner=study_pruner(cfg),
         )
-    return study, storage, lock_base
+    return study, storage, lock
 
 
-# Train keys that do not change what a trial learns (speed, bookkeeping, hardware): workers
-# on different machines may differ in them and still share one study.
-NEUTRAL_TRAIN_KEYS = ("threads", "device", "log_every", "checkpoint_every")
+# Train keys that do not change what a trial learns (bookkeeping): workers may differ in
+# them and still share one study. Hardware (device, threads) is <m>.runtime, not part of
+# the setup either, except a lower precision (below).
+NEUTRAL_TRAIN_KEYS = ("log_every", "checkpoint_every")
 
 
 def study_setup(
@@ -63,12 +81,15 @@ def study_setup(
     dataset_info: Mapping[str, Any],
     configs: tuple[Any, Any, Any],
     trial_train: Any,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """The study's identity: budget, probe and search space, the data, and the configs a
     trial trains with except the searched knobs and settings that change no result.
 
     ``configs`` are the full run's (encoder, method, train) configs, ``trial_train`` the train
-    config of a trial (reduced budget).
+    config of a trial (reduced budget). A bf16 / fp16 ``precision`` (``<m>.runtime``) learns
+    other weights, so it is part of the setup; fp32 is left out, so studies recorded before
+    the runtime block existed continue.
     """
     enc, method, train = configs
     method_d = cfgs.config_to_dict(method)
@@ -80,7 +101,7 @@ def study_setup(
     }
     if cfg.search_space.get("lr") is not None:
         train_d.pop("lr", None)
-    return {
+    setup = {
         **cfg.setup(),
         "modality": dataset_info["modality"],
         "data_hash": dataset_info.get("content_hash"),
@@ -89,6 +110,9 @@ def study_setup(
         "method": method_d,
         "trial_train": train_d,
     }
+    if precision != "fp32":
+        setup["precision"] = precision
+    return setup
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -134,6 +158,7 @@ class TrialContext:
     depth: int
     full_steps: int
     anneal_end_step: int
+    runtime: Runtime | None = None  # device, precision, threads (None: CPU, fp32, as is)
 
 
 def check_context(ctx: TrialContext) -> None:
@@ -166,6 +191,13 @@ def check_context(ctx: TrialContext) -> None:
             f"{cfg.report_every} is not a multiple of the trials' train.log_every "
             f"{train_cfg.log_every} (set tune.train.log_every)",
         )
+    rungs = rung_steps(cfg)  # raises on a min_resource that is not a probe step
+    if rungs:
+        log.info(
+            "%s compares trials at steps %s (per bracket; the final probe is the value)",
+            cfg.pruner["type"],
+            "; ".join(", ".join(map(str, b)) or "none" for b in rungs),
+        )
     if cfg.report_every >= cfg.steps:
         log.warning(
             "tune.report_every %d >= tune.steps %d: no intermediate probe, so no pruning",
@@ -195,7 +227,7 @@ def _mark_enqueued(study: optuna.Study, ctx: TrialContext) -> None:
 
 
 def run_study(
-    study: optuna.Study, storage: BaseStorage, lock_base: Path | None, ctx: TrialContext
+    study: optuna.Study, storage: BaseStorage, lock: CountLock, ctx: TrialContext
 ) -> dict[str, Any]:
     """Run trials until the study holds ``n_trials`` counted trials (or the timeout passes).
 
@@ -205,7 +237,7 @@ def run_study(
     check_context(ctx)
     start = time.perf_counter()
     ran: list[int] = []
-    with count_lock(lock_base):
+    with count_lock(lock, study.study_name):
         n_before = sum(trial_counts(t) for t in study.get_trials(deepcopy=False))
     bar = tqdm(
         total=cfg.n_trials,
@@ -220,8 +252,10 @@ def run_study(
         if cfg.timeout_s is not None and time.perf_counter() - start > cfg.timeout_s:
             stop_reason = f"timeout {cfg.timeout_s:g} s"
             break
-        with count_lock(lock_base):
+        with count_lock(lock, study.study_name):
+            # lost trials (killed worker, Ctrl-C) are enqueued again with their parameters
             fail_stale_trials(study, storage, cfg.stale_after_s)
+            requeue_interrupted_trials(study)
             trials = study.get_trials(deepcopy=False)
             counted = sum(trial_counts(t) for t in trials)
             if counted >= cfg.n_trials:
@@ -239,7 +273,7 @@ def run_study(
         ran.append(trial.number)
         bar.update(1)
     bar.close()
-    with count_lock(lock_base):
+    with count_lock(lock, study.study_name):
         n_after = sum(trial_counts(t) for t in study.get_trials(deepcopy=False))
     return {
         "trials_run": ran,
@@ -283,7 +317,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext) -> Tr
                     return True
             if step % cfg.report_every or step >= train_cfg.steps:
                 return False
-            score = probe_score(model_.encoder, ctx.probe, cfg.probe)["accuracy"]
+            score = probe_score(model_.encoder, ctx.probe, cfg.probe, ctx.runtime)["accuracy"]
             trial.report(score, step)
             log.info("trial %d step %d: probe %.4f", trial.number, step, score)
             if trial.should_prune():
@@ -291,7 +325,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext) -> Tr
                 return True
             return False
 
-        result = pretrain(model, ctx.data, train_cfg, progress=False, callback=callback)
+        result = pretrain(
+            model, ctx.data, train_cfg, progress=False, callback=callback, runtime=ctx.runtime
+        )
         state["steps"] = result.steps
         trial.set_user_attr("steps", result.steps)
         if state["lost"]:
@@ -301,7 +337,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext) -> Tr
             state["pruned"] = f"collapse at step {result.collapse_step} (spec §9 std thresholds)"
         if state["pruned"] is not None:
             return _tell(study, trial, TrialState.PRUNED, None, "prune_reason", state, t0)
-        final = probe_score(model.encoder, ctx.probe, cfg.probe)
+        final = probe_score(model.encoder, ctx.probe, cfg.probe, ctx.runtime)
         trial.set_user_attr("probe_C", final["C"])
         trial.set_user_attr("select_accuracy", final["select_accuracy"])
         return _tell(study, trial, TrialState.COMPLETE, final["accuracy"], None, state, t0)
