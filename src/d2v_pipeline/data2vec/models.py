@@ -76,19 +76,13 @@ class Data2Vec(TeacherModel):
         """Regression loss on scored (masked) positions only (spec §1.3): the mean over the
         scored tokens. ``denominator`` (data parallelism): the global scored count; the loss
         is then this rank's sum over that count, and the stats are summable over ranks."""
-        c = self.cfg
         pred = self.head(student[scored])  # head only on masked tokens: [N_masked, D]
         y = targets[scored]
         if denominator is not None:
             return self._shard_loss(student, pred, y, denominator)
         if pred.shape[0] == 0:  # no masked token in the batch: nothing to learn
             return student.sum() * 0.0, {"target_std": math.nan, "pred_std": math.nan}
-        if c.loss_beta == 0:
-            err = F.mse_loss(pred.float(), y, reduction="none")
-        else:
-            err = F.smooth_l1_loss(pred.float(), y, reduction="none", beta=c.loss_beta)
-        per_token = err.sum(-1) if c.loss_reduce == "sum" else err.mean(-1)
-        scale = 1.0 / math.sqrt(pred.shape[-1]) if c.loss_scale is None else c.loss_scale
+        per_token, scale = self._per_token_loss(pred, y)
         loss = per_token.mean() * scale
         stats = {"target_std": float(masked_std(y)), "pred_std": float(masked_std(pred))}
         return loss, stats
@@ -98,17 +92,23 @@ class Data2Vec(TeacherModel):
     ) -> tuple[Tensor, dict[str, Any]]:
         """This rank's part of :meth:`loss_from_outputs`: Σ_local per-token loss / global count
         (no early return on an empty shard: every rank must report the same stats)."""
-        c = self.cfg
         stats = {"target_std": std_moments(y), "pred_std": std_moments(pred)}
         if denominator == 0:  # no masked token in the global batch: nothing to learn
             return zero_loss(student), stats
+        per_token, scale = self._per_token_loss(pred, y)
+        return per_token.sum() / denominator * scale, stats
+
+    def _per_token_loss(self, pred: Tensor, y: Tensor) -> tuple[Tensor, float]:
+        """(N,) regression loss of each scored token in fp32 (L2 or smooth L1, summed or
+        averaged over D) and the scale applied after the reduction over tokens (spec §1.3)."""
+        c = self.cfg
         if c.loss_beta == 0:
             err = F.mse_loss(pred.float(), y, reduction="none")
         else:
             err = F.smooth_l1_loss(pred.float(), y, reduction="none", beta=c.loss_beta)
         per_token = err.sum(-1) if c.loss_reduce == "sum" else err.mean(-1)
         scale = 1.0 / math.sqrt(pred.shape[-1]) if c.loss_scale is None else c.loss_scale
-        return per_token.sum() / denominator * scale, stats
+        return per_token, scale
 
     def training_loss(
         self,
