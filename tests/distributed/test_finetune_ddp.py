@@ -36,6 +36,10 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+
+# the pretraining cases' tiny sizes; dropout and layerdrop off, since they are seeded per rank
+# under DDP (the documented deviation)
+from ddp_cases import NO_DROPOUT, TINY
 from torch import nn
 
 from d2v_pipeline.data2vec import (
@@ -54,9 +58,6 @@ from d2v_pipeline.evaluation.finetune import (
     finetune,
 )
 
-TINY = {"dim": 32, "depth": 2, "heads": 2, "ffn_dim": 64}
-# dropout and layerdrop are seeded per rank under DDP (finetune's documented deviation)
-NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "layerdrop": 0.0}
 ONE = Runtime(threads=1)
 TWO = Runtime(threads=1, nproc_per_node=2, timeout_s=300.0)  # generous: a loaded machine
 WEIGHT_ATOL = 1e-5
