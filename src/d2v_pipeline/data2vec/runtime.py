@@ -99,6 +99,14 @@ def all_reduce_sum_(t: Tensor) -> Tensor:
     return t
 
 
+def collective_device() -> torch.device:
+    """Where tensors for collectives live: the process's CUDA device under NCCL (``launch``
+    set it from LOCAL_RANK), else the CPU (gloo, or no process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def sum_gradients_(params: Iterable[Tensor]) -> None:
     """Replace every ``p.grad`` by its sum over all ranks, in one collective.
 

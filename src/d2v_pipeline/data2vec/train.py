@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -59,6 +58,7 @@ from .runtime import (
     all_reduce_sum_,
     autocast,
     barrier,
+    collective_device,
     dist_info,
     grad_scaler,
     resolve_device,
@@ -316,20 +316,13 @@ def _resume_state(
 def _check_same_step(step: int, info: DistInfo, ckpt: Path | None) -> None:
     """Every rank must resume from the same step (sum and sum of squares agree only then)."""
     t = torch.tensor([float(step), float(step) ** 2], dtype=torch.float64)
-    total = all_reduce_sum_(t.to(_collective_device())).cpu()
+    total = all_reduce_sum_(t.to(collective_device())).cpu()
     w = info.world_size
     if total[0] != w * step or total[1] != w * float(step) ** 2:
         raise CheckpointError(
             f"rank {info.rank} resumed {ckpt} at step {step} but the other ranks did not: "
             "was the checkpoint directory changed during the start-up? Run again."
         )
-
-
-def _collective_device() -> torch.device:
-    """Where collective tensors live: the CUDA device under NCCL, else the CPU (gloo)."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _global_metrics(loss: Tensor, stats: dict[str, Any]) -> dict[str, float]:
@@ -342,7 +335,7 @@ def _global_metrics(loss: Tensor, stats: dict[str, Any]) -> dict[str, float]:
     parts = [loss.detach().double().reshape(1)]
     parts += [torch.tensor([float(v)], dtype=torch.float64) for _, v in floats]
     parts += [m.double() for _, m in moments]
-    device = _collective_device()
+    device = collective_device()
     flat = all_reduce_sum_(torch.cat([p.to(device) for p in parts])).cpu()
     out = {"loss": float(flat[0])}
     out.update({k: float(flat[1 + i]) for i, (k, _) in enumerate(floats)})
@@ -355,7 +348,7 @@ def _global_metrics(loss: Tensor, stats: dict[str, Any]) -> dict[str, float]:
 
 def _any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is True on any rank."""
-    t = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+    t = torch.tensor([1.0 if flag else 0.0], device=collective_device())
     return bool(all_reduce_sum_(t).item() > 0)
 
 

@@ -44,6 +44,7 @@ from d2v_pipeline.data2vec.runtime import (
     Runtime,
     all_reduce_sum_,
     autocast,
+    collective_device,
     dist_info,
     grad_scaler,
     resolve_device,
@@ -304,11 +305,6 @@ def _gather_rows(local: np.ndarray, n: int, info: DistInfo, device: torch.device
     return np.concatenate([p[:k].cpu().numpy() for p, k in zip(parts, sizes, strict=True)])
 
 
-def _collective_device(device: torch.device) -> torch.device:
-    """Where tensors for collectives live: on the GPU for NCCL, on the CPU for gloo."""
-    return device if device.type == "cuda" else torch.device("cpu")
-
-
 # ---------------------------------------------------------------- optimiser and schedule
 
 
@@ -512,7 +508,7 @@ def _predict_split(
     else:
         amr = None if am is None else am[rows]
         local = predict_classes(model, x[rows], amr, batch_size, runtime)
-    return _gather_rows(local, x.shape[0], info, _collective_device(module_device(model)))
+    return _gather_rows(local, x.shape[0], info, collective_device())
 
 
 # ---------------------------------------------------------------- training
@@ -700,7 +696,7 @@ def _run(
                 losses.append(global_loss.item())
                 bar.update(1)
                 if cfg.time_budget_s is not None and _out_of_time(
-                    start, cfg.time_budget_s, world, _collective_device(device)
+                    start, cfg.time_budget_s, world, collective_device()
                 ):
                     stop_reason = "time_budget"
                     break
